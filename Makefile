@@ -1,0 +1,43 @@
+# The two commands a newcomer types:  make demo  |  make test
+# Both create .venv if needed and install the package with its dependencies.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.cagelib-installed
+# Installed only when the environment has no torch yet: a user's CUDA build is kept.
+# (On this project's machines `torch==2.13.0` resolves to a local CPU wheel; elsewhere pass
+# TORCH_PIP_ARGS="--index-url <PyTorch's CPU wheel index>" to avoid a multi-GB CUDA download.)
+TORCH ?= torch==2.13.0
+TORCH_PIP_ARGS ?=
+
+.PHONY: setup demo test lab reproduce bench clean-outputs data
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install $(TORCH_PIP_ARGS) "$(TORCH)"
+	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	@touch $(STAMP)
+
+demo: setup
+	$(PY) -m cagelib.demo
+
+test: setup
+	$(PY) -m pytest
+
+lab: setup
+	$(VENV)/bin/jupyter lab notebooks/
+
+reproduce: setup
+	$(PY) -m cagelib.reproduce
+
+bench: setup
+	$(PY) benchmarks/pretrain_throughput.py
+
+data: setup
+	$(PY) -m cagelib.data.build
+
+clean-outputs:
+	find outputs -mindepth 1 ! -name README.md -exec rm -rf {} +
