@@ -1,0 +1,228 @@
+"""BVH motion capture files -> 16-joint positions, with vectorised forward kinematics.
+
+A BVH file has a HIERARCHY (a tree of joints, each with an ``OFFSET`` from its parent and a
+``CHANNELS`` line naming its motion channels, leaves closed by ``End Site`` blocks) and a MOTION
+block (one line of channel values per frame, in hierarchy order). Conventions implemented here:
+
+- rotation channels are Euler angles in degrees; a joint whose CHANNELS line reads
+  ``Zrotation Xrotation Yrotation`` has the local rotation ``R = R_z @ R_x @ R_y`` (the order each
+  joint declares, applied to column vectors), right-handed elementary rotations;
+- local translation = the joint's position channels when it has them (3 or 6 channels; any axis
+  without a position channel keeps its OFFSET component), else its ``OFFSET``;
+- ``global_R = parent_global_R @ local_R``, ``global_p = parent_global_p + parent_global_R @ t``.
+
+Why not a BVH library: ``bvhio`` (maintained, tried) is correct, but it evaluates one frame at a time
+in Python objects and would become a dependency of the training core, which must import with numpy
+alone. This reader parses with ``str.split`` and runs the kinematics for all frames at once as batched
+``(T, 3, 3)`` matrix products: about 10 ms for a 200-frame, 22-joint clip. The tests compare it with
+``bvhio`` where that package is installed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from ..skeleton import JOINT_NAMES, NUM_JOINTS
+
+# Bandai-Namco-Research-Motiondataset bone -> cagelib joint name. The side comes from the names in
+# cagelib.skeleton (joints 4-6 / 10-12 are "left"), so the left/right choice lives there only.
+BANDAI_JOINT_MAP: dict[str, str] = {
+    "Hips": "root", "Spine": "spine", "Neck": "neck", "Head": "head",
+    "UpperArm_L": "left_shoulder", "LowerArm_L": "left_elbow", "Hand_L": "left_hand",
+    "UpperArm_R": "right_shoulder", "LowerArm_R": "right_elbow", "Hand_R": "right_hand",
+    "UpperLeg_L": "left_hip", "LowerLeg_L": "left_knee", "Foot_L": "left_foot",
+    "UpperLeg_R": "right_hip", "LowerLeg_R": "right_knee", "Foot_R": "right_foot",
+}
+CENTIMETRES_TO_METRES = 0.01
+
+_AXES = {"X": 0, "Y": 1, "Z": 2}
+
+
+@dataclass
+class BVHClip:
+    """A parsed BVH file: the skeleton tree and the raw channel values."""
+
+    names: list[str]  # joint names in hierarchy order (End Sites excluded)
+    parents: np.ndarray  # (J,) int, index of each joint's parent, -1 for a root
+    offsets: np.ndarray  # (J, 3) float64, OFFSET of each joint in its parent's frame
+    channels: list[tuple[str, ...]]  # per joint, its CHANNELS names in declared order
+    end_sites: list[tuple[int, np.ndarray]]  # (parent joint index, OFFSET) per End Site
+    motion: np.ndarray  # (T, sum of channels) float64, one row per frame
+    frame_time: float  # seconds per frame
+    path: str = "<string>"  # where it was read from, for error messages
+
+    @property
+    def fps(self) -> float:
+        return 1.0 / self.frame_time
+
+
+def parse_bvh(text: str, path: str = "<string>") -> BVHClip:
+    """Parse BVH ``text`` (the whole file). Errors name ``path`` and the problem."""
+    lines = text.splitlines()
+    names: list[str] = []
+    parents: list[int] = []
+    offsets: list[list[float]] = []
+    channels: list[tuple[str, ...]] = []
+    end_sites: list[tuple[int, np.ndarray]] = []
+    stack: list[int] = []  # open blocks: joint index, or -2 for an End Site
+    pending: int | None = None  # joint (or End Site) declared, its "{" not yet read
+    i = 0
+    if not lines or lines[0].strip() != "HIERARCHY":
+        raise ValueError(f"{path}: not a BVH file (first line must be HIERARCHY)")
+    for i in range(1, len(lines)):
+        tokens = lines[i].split()
+        if not tokens:
+            continue
+        key = tokens[0]
+        try:
+            if key in ("ROOT", "JOINT"):
+                names.append(" ".join(tokens[1:]))
+                parents.append(next((j for j in reversed(stack) if j >= 0), -1) if key == "JOINT" else -1)
+                offsets.append([0.0, 0.0, 0.0])
+                channels.append(())
+                pending = len(names) - 1
+            elif key == "End" and tokens[1:2] == ["Site"]:
+                if not stack or stack[-1] < 0:
+                    raise ValueError("End Site outside a joint")
+                end_sites.append((stack[-1], np.zeros(3)))
+                pending = -2
+            elif key == "{":
+                if pending is None:
+                    raise ValueError("'{' without a joint")
+                stack.append(pending)
+                pending = None
+            elif key == "}":
+                stack.pop()
+            elif key == "OFFSET":
+                value = [float(v) for v in tokens[1:4]]
+                if len(value) != 3:
+                    raise ValueError("OFFSET needs 3 numbers")
+                if stack[-1] == -2:
+                    end_sites[-1] = (end_sites[-1][0], np.array(value))
+                else:
+                    offsets[stack[-1]] = value
+            elif key == "CHANNELS":
+                n = int(tokens[1])
+                chans = tuple(tokens[2 : 2 + n])
+                bad = [c for c in chans if len(c) != 9 or c[0] not in _AXES or c[1:] not in ("position", "rotation")]
+                if len(chans) != n or bad:
+                    raise ValueError(f"bad CHANNELS line {lines[i].strip()!r}")
+                channels[stack[-1]] = chans
+            elif key == "MOTION":
+                break
+            else:
+                raise ValueError(f"unexpected token {key!r}")
+        except (IndexError, ValueError) as err:
+            raise ValueError(f"{path}: line {i + 1}: {err}") from None
+    else:
+        raise ValueError(f"{path}: no MOTION section")
+    if stack or not names:
+        raise ValueError(f"{path}: unbalanced braces or no joints in HIERARCHY")
+    try:
+        n_frames = int(lines[i + 1].split(":")[1])
+        frame_time = float(lines[i + 2].split(":")[1])
+    except (IndexError, ValueError):
+        raise ValueError(f"{path}: expected 'Frames:' and 'Frame Time:' after MOTION") from None
+    n_channels = sum(len(c) for c in channels)
+    values = np.array(" ".join(lines[i + 3 :]).split(), dtype=np.float64)
+    if values.size != n_frames * n_channels:
+        raise ValueError(
+            f"{path}: MOTION has {values.size} values, expected {n_frames} frames x {n_channels} channels"
+        )
+    if not np.isfinite(values).all():
+        raise ValueError(f"{path}: MOTION contains NaN or inf")
+    return BVHClip(names, np.array(parents), np.array(offsets, dtype=np.float64), channels, end_sites,
+                   values.reshape(n_frames, n_channels), frame_time, path)
+
+
+def read_bvh_clip(path: str | Path) -> BVHClip:
+    """Read and parse one ``.bvh`` file."""
+    return parse_bvh(Path(path).read_text(), str(path))
+
+
+def euler_to_matrix(angles_deg: np.ndarray, order: str) -> np.ndarray:
+    """Euler angles ``(T, k)`` in degrees about the axes in ``order`` (e.g. "ZXY") -> ``(T, 3, 3)``.
+
+    ``R = R_order[0] @ R_order[1] @ ...`` (intrinsic rotations in the declared order).
+    """
+    T = angles_deg.shape[0]
+    out = np.broadcast_to(np.eye(3), (T, 3, 3)).copy()
+    radians = np.deg2rad(angles_deg)
+    for k, axis in enumerate(order):
+        c, s = np.cos(radians[:, k]), np.sin(radians[:, k])
+        r = np.zeros((T, 3, 3))
+        a = _AXES[axis]
+        b, d = (a + 1) % 3, (a + 2) % 3  # the rotated plane, right-handed: (y,z), (z,x), (x,y)
+        r[:, a, a] = 1.0
+        r[:, b, b], r[:, b, d], r[:, d, b], r[:, d, d] = c, -s, s, c
+        out = out @ r  # (T, 3, 3)
+    return out
+
+
+def forward_kinematics(clip: BVHClip, end_sites: bool = False) -> np.ndarray:
+    """Global joint positions ``(T, J, 3)`` (``(T, J + E, 3)`` with the End Sites appended)."""
+    T = clip.motion.shape[0]
+    J = len(clip.names)
+    rot = np.empty((T, J, 3, 3))
+    pos = np.empty((T, J, 3))
+    col = 0
+    for j in range(J):
+        chans = clip.channels[j]
+        values = clip.motion[:, col : col + len(chans)]  # (T, n_channels of joint j)
+        col += len(chans)
+        t = np.broadcast_to(clip.offsets[j], (T, 3)).copy()
+        rot_axes = ""
+        rot_cols = []
+        for k, c in enumerate(chans):
+            if c.endswith("position"):
+                t[:, _AXES[c[0]]] = values[:, k]
+            else:
+                rot_axes += c[0]
+                rot_cols.append(k)
+        local = euler_to_matrix(values[:, rot_cols], rot_axes)  # (T, 3, 3)
+        p = clip.parents[j]
+        if p < 0:
+            rot[:, j], pos[:, j] = local, t
+        else:
+            rot[:, j] = rot[:, p] @ local
+            pos[:, j] = pos[:, p] + np.einsum("tab,tb->ta", rot[:, p], t)
+    if not end_sites or not clip.end_sites:
+        return pos
+    ends = [pos[:, p] + np.einsum("tab,b->ta", rot[:, p], off) for p, off in clip.end_sites]
+    return np.concatenate([pos, np.stack(ends, axis=1)], axis=1)
+
+
+def resolve_joint_map(joint_map: Mapping[str, str | int], names: list[str], path: str = "<string>") -> np.ndarray:
+    """BVH joint index for each of the 16 cagelib joints, from ``{bvh name: cagelib name or index}``."""
+    index = np.full(NUM_JOINTS, -1)
+    for bvh_name, target in joint_map.items():
+        j = JOINT_NAMES.index(target) if isinstance(target, str) else int(target)
+        if bvh_name not in names:
+            raise KeyError(f"{path}: joint map names {bvh_name!r}, which is not in the file ({names})")
+        if index[j] >= 0:
+            raise ValueError(f"{path}: joint map sends two BVH joints to {JOINT_NAMES[j]!r}")
+        index[j] = names.index(bvh_name)
+    missing = [JOINT_NAMES[j] for j in range(NUM_JOINTS) if index[j] < 0]
+    if missing:
+        raise ValueError(f"{path}: joint map leaves cagelib joints unmapped: {missing}")
+    return index
+
+
+def read_bvh(
+    path: str | Path,
+    joint_map: Mapping[str, str | int] = BANDAI_JOINT_MAP,
+    scale: float = CENTIMETRES_TO_METRES,
+) -> tuple[np.ndarray, float]:
+    """A BVH clip as 16-joint positions: ``(float32 (T, 16, 3), fps)``.
+
+    ``joint_map`` sends BVH joint names to cagelib joint names (``cagelib.skeleton.JOINT_NAMES``) or
+    indices; every one of the 16 joints must be mapped. ``scale`` multiplies the file's units (the
+    default turns Bandai centimetres into metres; pass 1.0 to keep them).
+    """
+    clip = read_bvh_clip(path)
+    index = resolve_joint_map(joint_map, clip.names, str(path))
+    positions = forward_kinematics(clip)[:, index] * scale  # (T, 16, 3)
+    return positions.astype(np.float32), clip.fps

@@ -1,0 +1,122 @@
+"""Emotion-Gait (E-Gait) / STEP HDF5 files -> ``GaitSet``.
+
+Layout (the STEP / E-Gait release): a features file with one dataset per gait, keyed by a name such
+as ``"002_Sad_positions.csv"``, value ``T x 48`` (16 joints x xyz in ``cagelib.skeleton`` order,
+float64), and a labels file with one scalar integer per gait under the same key. Part I is
+``features.h5`` / ``labels.h5`` (342 gaits), Part II ``features_ELMD.h5`` / ``labels_ELMD.h5`` (1,835).
+Gaits have different lengths; the files store the root at the origin in every frame.
+
+Label names: the files store only integers 0..3. Which emotion each integer means is not recorded in
+the files and the public releases disagree (STEP issue 11), so the mapping is the ``label_names``
+argument. The default ``STEP_LABEL_NAMES`` is the order in the STEP code
+(``emotions = ['Angry', 'Neutral', 'Happy', 'Sad']``). See ``data/README.md`` for what the gait names
+in ``labels.h5`` suggest (a different order); check it against your release before reporting
+per-class results.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..skeleton import NUM_JOINTS
+from .gaitset import GaitSet
+
+# The STEP code's order (classifier scripts: emotions = ['Angry', 'Neutral', 'Happy', 'Sad']).
+STEP_LABEL_NAMES: tuple[str, ...] = ("angry", "neutral", "happy", "sad")
+# The order that the emotion words in labels.h5's gait names point to (data/README.md): an alternative.
+FILENAME_LABEL_NAMES: tuple[str, ...] = ("happy", "angry", "sad", "neutral")
+
+
+def _read_h5(path: Path) -> dict[str, np.ndarray]:
+    import h5py
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        with h5py.File(path, "r") as f:
+            out = {}
+            for key in f.keys():
+                if not isinstance(f[key], h5py.Dataset):
+                    raise ValueError(f"{path}: entry {key!r} is a group; expected one dataset per gait")
+                out[key] = f[key][()]
+            return out
+    except OSError as err:
+        raise ValueError(f"{path}: cannot be read as HDF5 ({err})") from None
+
+
+def _gait(value: np.ndarray, key: str, path: Path) -> np.ndarray:
+    x = np.asarray(value)
+    if x.ndim == 2 and x.shape[1] == NUM_JOINTS * 3:
+        x = x.reshape(len(x), NUM_JOINTS, 3)  # (T, 48) -> (T, 16, 3)
+    if x.ndim != 3 or x.shape[1:] != (NUM_JOINTS, 3) or len(x) == 0:
+        raise ValueError(f"{path}: gait {key!r} has shape {np.shape(value)}, expected (T, 48) with T >= 1")
+    if not np.issubdtype(x.dtype, np.number) or not np.isfinite(x).all():
+        raise ValueError(f"{path}: gait {key!r} contains NaN, inf or non-numbers")
+    return x.astype(np.float32)
+
+
+def _label(value: np.ndarray, key: str, path: Path, n_names: int) -> int:
+    v = np.asarray(value)
+    if v.size != 1 or not np.issubdtype(v.dtype, np.number) or float(v.ravel()[0]) != int(v.ravel()[0]):
+        raise ValueError(f"{path}: label of {key!r} is {v!r}, expected one integer")
+    label = int(v.ravel()[0])
+    if not 0 <= label < n_names:
+        raise ValueError(f"{path}: label of {key!r} is {label}, outside 0..{n_names - 1} (label_names has {n_names})")
+    return label
+
+
+def load_egait(
+    features_path: str | Path,
+    labels_path: str | Path | None = None,
+    label_names: Sequence[str] = STEP_LABEL_NAMES,
+    extra_labels: str = "error",
+    fps: float = 30.0,
+) -> GaitSet:
+    """Read an E-Gait/STEP features file (and its labels file) into a ``GaitSet``.
+
+    - ``labels_path=None``: every gait unlabelled (``-1``).
+    - ``label_names``: name of label 0, 1, ...; the default is the STEP code's order. WARNING: the
+      E-Gait releases disagree on this order (SPEC, data/README.md); pass the mapping that matches
+      your files.
+    - A gait without a label is always an error (naming the keys). Labels for gaits absent from the
+      features file raise too unless ``extra_labels="ignore"`` (e.g. the full ``labels.h5`` with a
+      sample of the features).
+
+    ``meta``: ``clip_id`` (the HDF5 key), ``dataset`` (the features file name), ``group`` (= clip_id).
+    Values are kept as stored (``units="as stored"``); gaits are sorted by key. The files do not
+    record a frame rate: ``fps`` is what the ``GaitSet`` will say.
+    """
+    if extra_labels not in ("error", "ignore"):
+        raise ValueError(f"extra_labels must be 'error' or 'ignore', got {extra_labels!r}")
+    features_path = Path(features_path)
+    features = _read_h5(features_path)
+    if not features:
+        raise ValueError(f"{features_path}: holds no gaits")
+    keys = sorted(features)
+    label_names = tuple(label_names)
+    labels = np.full(len(keys), -1, dtype=np.int64)
+    if labels_path is not None:
+        labels_path = Path(labels_path)
+        stored = _read_h5(labels_path)
+        missing = [k for k in keys if k not in stored]
+        if missing:
+            raise ValueError(
+                f"{labels_path}: no label for {len(missing)} gait(s) of {features_path.name}: "
+                f"{missing[:5]}{' ...' if len(missing) > 5 else ''}"
+            )
+        extra = sorted(set(stored) - set(features))
+        if extra and extra_labels == "error":
+            raise ValueError(
+                f"{labels_path}: {len(extra)} label key(s) have no gait in {features_path.name}: "
+                f"{extra[:5]}{' ...' if len(extra) > 5 else ''} (pass extra_labels='ignore' to allow)"
+            )
+        labels = np.array([_label(stored[k], k, labels_path, len(label_names)) for k in keys], dtype=np.int64)
+    positions = [_gait(features[k], k, features_path) for k in keys]
+    clip_id = np.array(keys, dtype=str)
+    meta = {"clip_id": clip_id, "dataset": np.full(len(keys), features_path.name), "group": clip_id.copy()}
+    try:
+        return GaitSet(positions, labels, label_names, meta, fps=fps, units="as stored")
+    except ValueError as err:
+        raise ValueError(f"{features_path}: {err}") from None
