@@ -6,6 +6,10 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import torch
+
+# The suite is many tiny models: one intra-op thread avoids thread thrashing on the 2-core CI machine.
+torch.set_num_threads(1)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # The real data (Bandai BVH release, E-Gait sample files): ../shared/data from the repository root,
