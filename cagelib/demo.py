@@ -36,6 +36,7 @@ class DemoConfig:
     method: str = "cage"  # pretraining preset (geclr, hsmb, asmb, csmb, c3l, cage, spherical, spherical_acl)
     epochs: int = 8  # pretraining epochs (paper: 300 for CAGE)
     queue_size: int = 512  # memory bank size; below the corpus size (paper: 2,048 with E-Gait)
+    momentum: float = 0.99  # key-encoder momentum; 0.999 (paper) barely moves the keys in a 256-step run
     seed: int = 0  # model init, shuffling, augmentation and probe seed
     folds: int = 4  # clip-grouped folds per repeat of the emotion task
     repeats: int = 3  # repeats of the fold assignment
@@ -45,7 +46,8 @@ class DemoConfig:
     def pretrain_config(self) -> PretrainConfig:
         milestones = (max(1, int(self.epochs * 0.75)),)
         return PretrainConfig(epochs=self.epochs, milestones=milestones, seed=self.seed, model=AGCNConfig.small(),
-                              contrast=ContrastConfig.preset(self.method, queue_size=self.queue_size),
+                              contrast=ContrastConfig.preset(self.method, queue_size=self.queue_size,
+                                                                momentum=self.momentum),
                               run_dir=str(Path(self.out) / f"pretrain_{self.method}"), progress=True)
 
 
@@ -126,7 +128,7 @@ def run(config: DemoConfig) -> dict:
 def _write_report(out: Path, config: DemoConfig, summary: dict, table: str, report: dict) -> None:
     text = f"""# cagelib demo report
 
-Command: `python -m cagelib.demo --method {config.method} --epochs {config.epochs} --seed {config.seed}` (CPU).
+Command: `python -m cagelib.demo --method {config.method} --epochs {config.epochs} --seed {config.seed} --momentum {config.momentum}` (CPU).
 
 Data: the embedded Bandai set, {summary['clips']} clips. Emotion task: 4 classes x 7 clips
 ({summary['task']['task_windows']} windows of {summary['task']['window_frames']} frames), evaluated over
@@ -148,14 +150,40 @@ These are CPU demo settings, not the paper's (see README for the full settings).
     tmp.replace(out / "report.md")
 
 
+def aggregate_demo_runs(paths) -> str:
+    """Markdown table over several demo outputs (one per seed): mean +- std over seeds of the fold means."""
+    reports = [json.loads((Path(p) / "results.json").read_text()) for p in paths]
+    rows = []
+    for key in reports[0]["results"]:
+        encoder, stream = key.split(" / ")
+        row = {"encoder": encoder, "stream": stream, "seeds": len(reports)}
+        for protocol, column in (("linear", "linear top-1 %"), ("knn", "k-NN top-1 %")):
+            values = np.array([r["results"][key][protocol]["top1_mean"] for r in reports])
+            row[column] = format_mean_std(float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else None)
+        rows.append(row)
+    return results_table(rows)
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--method", default=DemoConfig.method)
     p.add_argument("--epochs", type=int, default=DemoConfig.epochs)
     p.add_argument("--seed", type=int, default=DemoConfig.seed)
+    p.add_argument("--seeds", type=int, nargs="+", help="several seeds: one run each under OUT/seed<s>, then a table")
+    p.add_argument("--momentum", type=float, default=DemoConfig.momentum)
     p.add_argument("--out", default=DemoConfig.out)
     a = p.parse_args(argv)
-    run(DemoConfig(method=a.method, epochs=a.epochs, seed=a.seed, out=a.out))
+    if not a.seeds:
+        run(DemoConfig(method=a.method, epochs=a.epochs, seed=a.seed, momentum=a.momentum, out=a.out))
+        return
+    outs = [Path(a.out) / f"seed{s}" for s in a.seeds]
+    for seed, out in zip(a.seeds, outs):
+        run(DemoConfig(method=a.method, epochs=a.epochs, seed=seed, momentum=a.momentum, out=str(out)))
+    table = aggregate_demo_runs(outs)
+    text = f"# Demo over seeds {a.seeds}: mean +- std over seeds of each seed's fold mean\n\n{table}\n"
+    Path(a.out).mkdir(parents=True, exist_ok=True)
+    (Path(a.out) / "seeds.md").write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":
