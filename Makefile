@@ -10,7 +10,7 @@ STAMP := $(VENV)/.cagelib-installed
 TORCH ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
 
-.PHONY: setup demo test lab reproduce bench clean-outputs data
+.PHONY: setup demo test lab reproduce bench strip clean-outputs data
 
 setup: $(STAMP)
 
@@ -30,11 +30,15 @@ test: setup
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks/
 
+# make reproduce ARGS="--grid paper --device cuda --fast" for the paper's grid on a GPU
 reproduce: setup
-	$(PY) -m cagelib.reproduce
+	$(PY) -m cagelib.reproduce $(ARGS)
 
 bench: setup
 	$(PY) benchmarks/pretrain_throughput.py
+
+strip: setup
+	$(PY) -m cagelib.workbench strip notebooks/*.ipynb
 
 data: setup
 	$(PY) -m cagelib.data.build

@@ -132,14 +132,23 @@ def _check_choice(name: str, value, choices) -> None:
 
 
 class ContrastBranch(nn.Module):
-    """Encoder followed by the projection head; returns L2-normalised features ``(N, D)``."""
+    """Encoder followed by the projection head; returns L2-normalised float32 features ``(N, D)``.
+
+    ``autocast_dtype`` (set by ``cagelib.fast``; default None = float32): run encoder and head under
+    ``torch.autocast`` on the input's device type; the output is cast to float32 before normalising.
+    """
 
     def __init__(self, encoder: nn.Module, head: nn.Module):
         super().__init__()
         self.encoder, self.head = encoder, head
+        self.autocast_dtype: torch.dtype | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.head(self.encoder(x)), dim=1)  # (N, T, V, C) -> (N, D)
+        if self.autocast_dtype is None:
+            return F.normalize(self.head(self.encoder(x)), dim=1)  # (N, T, V, C) -> (N, D)
+        with torch.autocast(x.device.type, dtype=self.autocast_dtype, cache_enabled=False):  # graph-safe
+            h = self.head(self.encoder(x))  # (N, D) in autocast_dtype
+        return F.normalize(h.float(), dim=1)
 
 
 class CAGE(nn.Module):
@@ -149,13 +158,18 @@ class CAGE(nn.Module):
     attribute (``cagelib.model.AGCN``); it is called once per stream. ``augment`` and ``ambiguity`` are
     callables ``aug(x, generator) -> x`` on Cartesian batches; defaults: ``augment.contrastive_views()``
     and ``augment.AmbiguityTransform`` built from the config. The ambiguity transform is applied to the
-    raw batch (the third view of Fig. 2), not to an augmented view.
+    raw batch (the third view of Fig. 2), not to an augmented view. ``gather`` (distributed training,
+    ``cagelib.distributed``): maps a per-process tensor to its concatenation over all processes; it is
+    applied to keys, their sample ids and ambiguity features before they enter a bank or serve as
+    negatives. Default: identity (one process).
     """
 
     def __init__(self, config: ContrastConfig, encoder_factory: Callable[[], nn.Module],
-                 augment: Callable | None = None, ambiguity: Callable | None = None):
+                 augment: Callable | None = None, ambiguity: Callable | None = None,
+                 gather: Callable[[torch.Tensor], torch.Tensor] | None = None):
         super().__init__()
         self.config = config
+        self.gather = gather if gather is not None else _identity
         self.augment = augment if augment is not None else contrastive_views()
         if ambiguity is None and config.uses_ambiguity:
             ambiguity = AmbiguityTransform(
@@ -234,6 +248,8 @@ class CAGE(nn.Module):
                 keys[stream] = self.momentum_nets[stream](self._to_stream(view_key, stream))  # z^ (N, D)
                 if view_ambiguity is not None:  # z~ from the momentum encoder, no gradient
                     ambiguity[stream] = self.momentum_nets[stream](self._to_stream(view_ambiguity, stream))
+        # z~ only ever serve as negatives: use every process's (identity on one process)
+        ambiguity = {stream: self.gather(z_tilde) for stream, z_tilde in ambiguity.items()}
 
         out: dict[str, torch.Tensor] = {}
         total, accs, counts = 0.0, [], []
@@ -287,11 +303,17 @@ class CAGE(nn.Module):
         cfg = self.config
         if not cfg.uses_bank:
             return
+        if sample_ids is not None:
+            sample_ids = self.gather(sample_ids)
         for stream in cfg.streams:
             bank = self.memory_banks[stream]
-            bank.enqueue(keys[stream], sample_ids)
+            bank.enqueue(self.gather(keys[stream]), sample_ids)  # every process's keys, as MoCo
             if cfg.bank_mode == "hybrid":  # Eq. 5: z~ enter the queue beside the keys, with unknown ids
                 z_tilde = ambiguity[stream]
                 count = z_tilde.shape[0] if cfg.ambiguity_enqueue == "all" else min(cfg.ambiguity_enqueue,
                                                                                       z_tilde.shape[0])
                 bank.enqueue(z_tilde[:count])
+
+
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x

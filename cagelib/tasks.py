@@ -70,7 +70,7 @@ def emotion_task(gs: GaitSet | None = None, config: TaskConfig | None = None) ->
     task_clips = emotion_clips(gs)
     if len(task_clips) == 0:
         raise ValueError("emotion_task: the data set has no emotion-labelled locomotion clips")
-    in_task = np.isin(gs.meta["clip_id"], task_clips.meta["clip_id"])
+    in_task = np.isin(gs.meta["group"], task_clips.meta["group"])  # "dataset-N/clip_id": ids repeat across datasets
     corpus = gs.subset(np.flatnonzero(~in_task))
 
     w = cut_windows(corpus, config.window, config.pretrain_stride)

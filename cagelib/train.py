@@ -15,6 +15,7 @@ host: losses are summed on the device and read once per epoch.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tempfile
@@ -28,12 +29,13 @@ import torch
 from torch import nn
 
 from .contrast import CAGE, ContrastConfig
+from .fast import FastConfig, make_fast_step, optimizer_options
 from .model import AGCN, AGCNConfig
 from .probes import resolve_device
 
 CHECKPOINT, CONFIG, METRICS = "checkpoint.pt", "config.json", "metrics.jsonl"
 # Fields that may differ between an interrupted run and its resumption.
-_RESUMABLE_CHANGES = ("epochs", "device", "run_dir", "checkpoint_every", "progress")
+_RESUMABLE_CHANGES = ("epochs", "device", "run_dir", "checkpoint_every", "progress", "fast")
 _TWO_STREAM_METHODS = ("c3l", "cage")
 
 
@@ -53,6 +55,7 @@ class PretrainConfig:
     run_dir: str = "outputs/pretrain"  # where config, metrics and checkpoint go
     checkpoint_every: int = 1  # write checkpoint.pt every this many epochs (and after the last)
     progress: bool = True  # show a tqdm progress bar
+    fast: FastConfig | None = None  # fast step (cagelib.fast: bf16, compile, CUDA graph; CUDA only); None = train_step
 
     def __post_init__(self) -> None:
         self.milestones = tuple(int(m) for m in self.milestones)
@@ -60,6 +63,8 @@ class PretrainConfig:
             self.model = AGCNConfig(**self.model)
         if isinstance(self.contrast, dict):
             self.contrast = ContrastConfig.from_dict(self.contrast)
+        if isinstance(self.fast, dict):
+            self.fast = FastConfig(**self.fast)
         if self.epochs < 0 or self.batch_size < 1 or self.checkpoint_every < 1:
             raise ValueError("PretrainConfig: need epochs >= 0, batch_size >= 1, checkpoint_every >= 1")
 
@@ -136,7 +141,7 @@ def pretrain(config: PretrainConfig, x, run_dir: str | os.PathLike | None = None
 
     model = build_model(config).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.sgd_momentum,
-                                weight_decay=config.weight_decay)
+                                weight_decay=config.weight_decay, **optimizer_options(config.fast, device))
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.milestones), config.lr_gamma)
     generator = torch.Generator(device=device)
     generator.manual_seed(config.seed)
@@ -164,6 +169,8 @@ def pretrain(config: PretrainConfig, x, run_dir: str | os.PathLike | None = None
 
         bar = tqdm(total=(config.epochs - start) * steps, desc=f"pretrain {config.contrast.method}")
     model.train()
+    step_fn = (make_fast_step(model, optimizer, config.fast, device) if config.fast is not None
+               else functools.partial(train_step, model, optimizer))
     for epoch in range(start, config.epochs):
         began = time.perf_counter()
         shuffle = torch.Generator(device=device)
@@ -173,7 +180,7 @@ def pretrain(config: PretrainConfig, x, run_dir: str | os.PathLike | None = None
         sums: dict[str, torch.Tensor] = {}
         for step in range(steps):
             ids = order[step * config.batch_size:(step + 1) * config.batch_size]  # (B,)
-            out = train_step(model, optimizer, data[ids], generator, ids)
+            out = step_fn(data[ids], generator, ids)
             for key, value in out.items():
                 sums[key] = sums[key] + value if key in sums else value.clone()
             if bar is not None:

@@ -8,6 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
+# Runs made by tests and notebooks (nbval kernels inherit the environment) go to a temporary folder,
+# not the repository's outputs/.
+os.environ.setdefault("CAGELIB_OUTPUTS", tempfile.mkdtemp(prefix="cagelib-outputs-"))
+
 # The suite is many tiny models: one intra-op thread avoids thread thrashing on the 2-core CI machine.
 torch.set_num_threads(1)
 
