@@ -24,7 +24,6 @@ import platform
 import resource
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -40,6 +39,7 @@ from cagelib.fast import FastConfig, make_fast_step, optimizer_options  # noqa: 
 from cagelib.model import AGCNConfig  # noqa: E402
 from cagelib.probes import resolve_device  # noqa: E402
 from cagelib.synthetic import load_sequences  # noqa: E402
+from cagelib.atomic import atomic_write_text  # noqa: E402
 from cagelib.train import PretrainConfig, build_model, epoch_seed  # noqa: E402
 
 PRESETS = {  # name -> settings; the command line overrides any of them
@@ -262,7 +262,7 @@ def profile_fast(config, data, device, fast: FastConfig, out_dir: Path, tag: str
     sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
     table = prof.key_averages().table(sort_by=sort, row_limit=40)
     path = out_dir / f"profile_{tag}.txt"
-    _atomic_write(path, table)
+    atomic_write_text(path, table)
     time_of = (lambda e: e.device_time_total) if device.type == "cuda" else (lambda e: e.cpu_time_total)
     events = prof.key_averages()
     phases = {e.key: time_of(e) / steps / 1000 for e in events if e.key.startswith("cage.")}
@@ -282,18 +282,6 @@ def summarise(result: dict, config: PretrainConfig, flops: int, steps: int, trai
             "achieved_tflops": flops / (ms / 1000) / 1e12, **result,
             "projection": {"label": PROJECTION_LABEL, "epochs": epochs, "train_sequences": train_sequences,
                            "steps_per_epoch": steps_per_epoch, "seconds": seconds, "minutes": seconds / 60}}
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _git_commit() -> str | None:
@@ -346,7 +334,7 @@ def main(argv=None) -> dict:
     if args.profile:
         report["profile"] = profile_fast(config, data, device, make_fast_config(args), out_dir, tag)
     path = out_dir / f"pretrain_throughput_{tag}.json"
-    _atomic_write(path, json.dumps(report, indent=2))
+    atomic_write_text(path, json.dumps(report, indent=2))
     print_report(report)
     print(f"written: {path}")
     return report

@@ -36,15 +36,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from .fast import make_fast_step, optimizer_options
+from .fast import make_fast_step
 from .train import (CHECKPOINT, CONFIG, METRICS, PretrainConfig, PretrainResult, _as_data, _atomic_write_text,
-                    _check_resumable, _fingerprint, _save_checkpoint, _write_metrics, build_model, epoch_seed,
-                    load_state_strict, train_step)
+                    _fingerprint, _save_checkpoint, _write_metrics, build_model, epoch_metrics, epoch_seed,
+                    load_state_strict, make_optimization, read_checkpoint, train_step)
 
 BN_MODES = ("sync", "torch_sync", "local")
 
@@ -275,26 +274,12 @@ def pretrain_distributed(config: PretrainConfig, x, info: DistInfo | None = None
     fingerprint = _fingerprint(data)
 
     model = build_model(config).to(device)
-    checkpoint_path, state = run_dir / CHECKPOINT, None
-    if checkpoint_path.exists():
-        if not resume:
-            raise FileExistsError(f"{checkpoint_path} exists: pass resume=True to continue that run, or "
-                                  "choose another run_dir")
-        state = torch.load(checkpoint_path, map_location=device, weights_only=True)
-        _check_resumable(checkpoint_path, state, config, fingerprint)
+    checkpoint_path = run_dir / CHECKPOINT
+    state = read_checkpoint(checkpoint_path, resume, config, fingerprint, device)
+    if state is not None:
         load_state_strict(model, state["model"], checkpoint_path)
     wrapped = prepare_model(model, info, bn)
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.sgd_momentum,
-                                weight_decay=config.weight_decay, **optimizer_options(config.fast, device))
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.milestones), config.lr_gamma)
-    generator = torch.Generator(device=device)
-    generator.manual_seed(config.seed)
-    start, history = 0, []
-    if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        generator.set_state(state["generator"].cpu())
-        start, history = state["epoch"], list(state["history"])
+    optimizer, scheduler, generator, start, history = make_optimization(config, model, device, state)
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         _atomic_write_text(run_dir / CONFIG, json.dumps(config.to_dict(), indent=2))
@@ -319,15 +304,8 @@ def pretrain_distributed(config: PretrainConfig, x, info: DistInfo | None = None
             for key, value in out.items():
                 sums[key] = sums[key] + value if key in sums else value.clone()
         scheduler.step()
-        names = sorted(sums)
-        values = torch.stack([sums[k].float() for k in names]) / steps  # this process's epoch means
-        if world > 1:
-            dist.all_reduce(values)  # the epoch's one collective outside the steps
-            values /= world
-        metrics = {"epoch": epoch + 1, **dict(zip(names, values.tolist())), "lr": lr,
-                   "seconds": time.perf_counter() - began}
-        if not np.isfinite(metrics["loss"]):
-            raise FloatingPointError(f"pretrain_distributed: the loss became {metrics['loss']} in epoch {epoch + 1}")
+        # the epoch's one collective outside the steps: average this process's epoch means over processes
+        metrics = epoch_metrics(sums, steps, epoch, lr, began, run_dir, _mean_over_processes if world > 1 else None)
         history.append(metrics)
         if rank == 0:
             _write_metrics(run_dir / METRICS, history)
@@ -339,6 +317,11 @@ def pretrain_distributed(config: PretrainConfig, x, info: DistInfo | None = None
         if config.progress and rank == 0:
             print(f"epoch {epoch + 1}/{config.epochs} loss {metrics['loss']:.4f} ({metrics['seconds']:.1f} s)")
     return PretrainResult(run_dir=run_dir, history=history, model=model)
+
+
+def _mean_over_processes(values: torch.Tensor) -> torch.Tensor:
+    dist.all_reduce(values)
+    return values / dist.get_world_size()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -28,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .atomic import atomic_path, atomic_write_text
 from .contrast import CAGE, ContrastConfig
 from .fast import FastConfig, make_fast_step, optimizer_options
 from .model import AGCN, AGCNConfig
@@ -140,25 +140,11 @@ def pretrain(config: PretrainConfig, x, run_dir: str | os.PathLike | None = None
     fingerprint = _fingerprint(data)
 
     model = build_model(config).to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.sgd_momentum,
-                                weight_decay=config.weight_decay, **optimizer_options(config.fast, device))
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.milestones), config.lr_gamma)
-    generator = torch.Generator(device=device)
-    generator.manual_seed(config.seed)
-    start, history = 0, []
-
     checkpoint_path = run_dir / CHECKPOINT
-    if checkpoint_path.exists():
-        if not resume:
-            raise FileExistsError(f"{checkpoint_path} exists: pass resume=True to continue that run, or "
-                                  "choose another run_dir")
-        state = torch.load(checkpoint_path, map_location=device, weights_only=True)
-        _check_resumable(checkpoint_path, state, config, fingerprint)
+    state = read_checkpoint(checkpoint_path, resume, config, fingerprint, device)
+    if state is not None:
         load_state_strict(model, state["model"], checkpoint_path)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        generator.set_state(state["generator"].cpu())
-        start, history = state["epoch"], list(state["history"])
+    optimizer, scheduler, generator, start, history = make_optimization(config, model, device, state)
     run_dir.mkdir(parents=True, exist_ok=True)
     _atomic_write_text(run_dir / CONFIG, json.dumps(config.to_dict(), indent=2))
     _write_metrics(run_dir / METRICS, history)
@@ -186,13 +172,7 @@ def pretrain(config: PretrainConfig, x, run_dir: str | os.PathLike | None = None
             if bar is not None:
                 bar.update(1)
         scheduler.step()
-        names = sorted(sums)
-        values = (torch.stack([sums[k].float() for k in names]) / steps).tolist()  # the epoch's one sync
-        metrics = {"epoch": epoch + 1, **dict(zip(names, values)), "lr": lr,
-                   "seconds": time.perf_counter() - began}
-        if not np.isfinite(metrics["loss"]):
-            raise FloatingPointError(f"pretrain: the loss became {metrics['loss']} in epoch {epoch + 1} "
-                                     f"({run_dir}); lower lr or check the data")
+        metrics = epoch_metrics(sums, steps, epoch, lr, began, run_dir)
         history.append(metrics)
         _write_metrics(run_dir / METRICS, history)
         if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs:
@@ -205,6 +185,51 @@ def pretrain(config: PretrainConfig, x, run_dir: str | os.PathLike | None = None
     if bar is not None:
         bar.close()
     return PretrainResult(run_dir=run_dir, history=history, model=model)
+
+
+def read_checkpoint(path: Path, resume: bool, config: PretrainConfig, fingerprint: list,
+                    device: torch.device) -> dict | None:
+    """The checkpoint to resume from (None for a fresh run); refuses to overwrite one without ``resume``
+    and to resume with other settings or other data."""
+    if not path.exists():
+        return None
+    if not resume:
+        raise FileExistsError(f"{path} exists: pass resume=True to continue that run, or choose another run_dir")
+    state = torch.load(path, map_location=device, weights_only=True)
+    _check_resumable(path, state, config, fingerprint)
+    return state
+
+
+def make_optimization(config: PretrainConfig, model: nn.Module, device: torch.device, state: dict | None = None):
+    """SGD, its MultiStepLR schedule and the augmentation generator, restored from ``state`` when given:
+    ``(optimizer, scheduler, generator, start_epoch, history)``."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.sgd_momentum,
+                                weight_decay=config.weight_decay, **optimizer_options(config.fast, device))
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.milestones), config.lr_gamma)
+    generator = torch.Generator(device=device)
+    generator.manual_seed(config.seed)
+    if state is None:
+        return optimizer, scheduler, generator, 0, []
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    generator.set_state(state["generator"].cpu())
+    return optimizer, scheduler, generator, state["epoch"], list(state["history"])
+
+
+def epoch_metrics(sums: dict[str, torch.Tensor], steps: int, epoch: int, lr: float, began: float,
+                  run_dir: Path, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict:
+    """One epoch's metrics from per-step sums (the epoch's one host sync); ``reduce`` averages over
+    processes. Raises on a non-finite loss."""
+    names = sorted(sums)
+    values = torch.stack([sums[k].float() for k in names]) / steps  # (len(names),)
+    if reduce is not None:
+        values = reduce(values)
+    metrics = {"epoch": epoch + 1, **dict(zip(names, values.tolist())), "lr": lr,
+               "seconds": time.perf_counter() - began}
+    if not np.isfinite(metrics["loss"]):
+        raise FloatingPointError(f"pretraining: the loss became {metrics['loss']} in epoch {epoch + 1} "
+                                 f"({run_dir}); lower lr or check the data")
+    return metrics
 
 
 def load_pretrained(run_dir: str | os.PathLike, map_location=None) -> CAGE:
@@ -292,26 +317,12 @@ def _save_checkpoint(path: Path, model, optimizer, scheduler, generator, epoch: 
         "config": config.to_dict(),
         "fingerprint": fingerprint,
     }
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _write_metrics(path: Path, history: list) -> None:
     _atomic_write_text(path, "".join(json.dumps(m) + "\n" for m in history))
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+_atomic_write_text = atomic_write_text

@@ -13,12 +13,12 @@ right, and centre.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from .atomic import atomic_path
 from .skeleton import EDGES, JOINT_NAMES, LEFT_RIGHT_PAIRS, UP_AXIS, bone_lengths
 
 LEFT_JOINTS = frozenset(left for left, _ in LEFT_RIGHT_PAIRS)
@@ -181,10 +181,7 @@ def save_figure(fig, path: str | os.PathLike, **kwargs) -> Path:
     path = Path(path)
     if not path.suffix:
         raise ValueError(f"{path}: give a file suffix (.png, .pdf, .svg, .html, ...) to choose the format")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         if hasattr(fig, "savefig"):
             fig.savefig(tmp, format=path.suffix[1:], **{"bbox_inches": "tight", **kwargs})
         elif path.suffix == ".html":
@@ -193,11 +190,6 @@ def save_figure(fig, path: str | os.PathLike, **kwargs) -> Path:
             fig.write_json(tmp, **kwargs)
         else:
             raise ValueError(f"{path}: a plotly figure is saved as .html or .json")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return path
 
 

@@ -25,7 +25,6 @@ import functools
 import json
 import os
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -33,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from .atomic import atomic_write_json, atomic_write_text
 from .tasks import EmotionTask, TaskConfig, emotion_task
 
 SETTINGS_FILE, EVALUATION_FILE = "workbench.json", "evaluation.json"
@@ -189,17 +189,7 @@ def new_run_dir(method: str, seed: int = 0, outputs: str | os.PathLike | None = 
 
 def write_json(path: str | os.PathLike, data: Any) -> Path:
     """Write JSON atomically (temp file in the same folder, then ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, default=str)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    return atomic_write_json(path, data)
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -284,10 +274,7 @@ def strip_notebook(path: str | os.PathLike) -> bool:
         nb.metadata.pop(key, None)
     after = nbformat.writes(nb)
     if after != before:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            f.write(after)
-        os.replace(tmp, path)
+        atomic_write_text(path, after)
     return after != before
 
 

@@ -10,7 +10,6 @@ at atol 1e-3, not the parameters.
 """
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
