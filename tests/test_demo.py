@@ -27,8 +27,11 @@ def test_demo_runs_and_writes_its_report(tmp_path):
         assert (out / name).is_file(), name
     saved = json.loads((out / "results.json").read_text())
     assert set(saved["results"]) == {"pretrained / cartesian", "random init / cartesian",
-                                     "pretrained / spherical", "random init / spherical"}
+                                     "pretrained / spherical", "random init / spherical", "majority class / -"}
     for res in saved["results"].values():
         assert res["linear"]["n"] == 2 and 0.0 <= res["linear"]["top1_mean"] <= 100.0
+        assert 0.0 <= res["linear"]["balanced_mean"] <= 100.0
+    # the majority baseline's balanced accuracy is exactly chance: one class right, three wrong
+    assert saved["results"]["majority class / -"]["linear"]["balanced_mean"] == 25.0
     assert report["final_pretrain_metrics"]["epoch"] == 1
     assert "| pretrained | cartesian |" in (out / "report.md").read_text()
