@@ -42,8 +42,8 @@ from torch import nn
 
 from .fast import make_fast_step
 from .train import (CHECKPOINT, CONFIG, METRICS, PretrainConfig, PretrainResult, _as_data, _atomic_write_text,
-                    _fingerprint, _save_checkpoint, _write_metrics, build_model, epoch_metrics, epoch_seed,
-                    load_state_strict, make_optimization, read_checkpoint, train_step)
+                    _fingerprint, _save_checkpoint, _write_metrics, build_model, epoch_metrics,
+                    load_state_strict, make_optimization, read_checkpoint, run_epoch, train_step)
 
 BN_MODES = ("sync", "torch_sync", "local")
 
@@ -290,19 +290,12 @@ def pretrain_distributed(config: PretrainConfig, x, info: DistInfo | None = None
     wrapped.train()
     step_fn = (make_fast_step(wrapped, optimizer, config.fast, device) if config.fast is not None
                else functools.partial(train_step, wrapped, optimizer))
+    def local_ids(ids: torch.Tensor) -> torch.Tensor:
+        return ids[rank * shard:(rank + 1) * shard]  # (B / W,) this process's queries
+
     for epoch in range(start, config.epochs):
-        began = time.perf_counter()
-        shuffle = torch.Generator(device=device)
-        shuffle.manual_seed(epoch_seed(config.seed, epoch))
-        order = torch.randperm(data.shape[0], generator=shuffle, device=device)  # (N,) same on every process
-        lr = optimizer.param_groups[0]["lr"]
-        sums: dict[str, torch.Tensor] = {}
-        for step in range(steps):
-            ids = order[step * config.batch_size:(step + 1) * config.batch_size]  # (B,) the global batch
-            local_ids = ids[rank * shard:(rank + 1) * shard]  # (B / W,) this process's queries
-            out = step_fn(data[ids], generator, local_ids)
-            for key, value in out.items():
-                sums[key] = sums[key] + value if key in sums else value.clone()
+        began, lr = time.perf_counter(), optimizer.param_groups[0]["lr"]
+        sums = run_epoch(step_fn, data, config, epoch, generator, query_ids=local_ids)
         scheduler.step()
         # the epoch's one collective outside the steps: average this process's epoch means over processes
         metrics = epoch_metrics(sums, steps, epoch, lr, began, run_dir, _mean_over_processes if world > 1 else None)

@@ -158,19 +158,8 @@ def pretrain(config: PretrainConfig, x, run_dir: str | os.PathLike | None = None
     step_fn = (make_fast_step(model, optimizer, config.fast, device) if config.fast is not None
                else functools.partial(train_step, model, optimizer))
     for epoch in range(start, config.epochs):
-        began = time.perf_counter()
-        shuffle = torch.Generator(device=device)
-        shuffle.manual_seed(epoch_seed(config.seed, epoch))
-        order = torch.randperm(n_samples, generator=shuffle, device=device)  # (N,)
-        lr = optimizer.param_groups[0]["lr"]
-        sums: dict[str, torch.Tensor] = {}
-        for step in range(steps):
-            ids = order[step * config.batch_size:(step + 1) * config.batch_size]  # (B,)
-            out = step_fn(data[ids], generator, ids)
-            for key, value in out.items():
-                sums[key] = sums[key] + value if key in sums else value.clone()
-            if bar is not None:
-                bar.update(1)
+        began, lr = time.perf_counter(), optimizer.param_groups[0]["lr"]
+        sums = run_epoch(step_fn, data, config, epoch, generator, on_step=bar.update if bar is not None else None)
         scheduler.step()
         metrics = epoch_metrics(sums, steps, epoch, lr, began, run_dir)
         history.append(metrics)
@@ -185,6 +174,26 @@ def pretrain(config: PretrainConfig, x, run_dir: str | os.PathLike | None = None
     if bar is not None:
         bar.close()
     return PretrainResult(run_dir=run_dir, history=history, model=model)
+
+
+def run_epoch(step_fn: Callable, data: torch.Tensor, config: PretrainConfig, epoch: int,
+              generator: torch.Generator, query_ids: Callable | None = None,
+              on_step: Callable | None = None) -> dict[str, torch.Tensor]:
+    """One epoch of ``step_fn(batch, generator, ids)`` over ``data`` (N, T, V, 3) shuffled by a generator
+    seeded from ``(seed, epoch)``; the last incomplete batch is dropped. ``query_ids(ids)`` picks the ids
+    of this process's queries (distributed). Returns per-metric sums over the steps, on the device."""
+    shuffle = torch.Generator(device=data.device)
+    shuffle.manual_seed(epoch_seed(config.seed, epoch))
+    order = torch.randperm(data.shape[0], generator=shuffle, device=data.device)  # (N,) same on every process
+    sums: dict[str, torch.Tensor] = {}
+    for step in range(data.shape[0] // config.batch_size):
+        ids = order[step * config.batch_size:(step + 1) * config.batch_size]  # (B,) the (global) batch
+        out = step_fn(data[ids], generator, ids if query_ids is None else query_ids(ids))
+        for key, value in out.items():
+            sums[key] = sums[key] + value if key in sums else value.clone()
+        if on_step is not None:
+            on_step(1)
+    return sums
 
 
 def read_checkpoint(path: Path, resume: bool, config: PretrainConfig, fingerprint: list,
