@@ -112,6 +112,20 @@ def test_compile_branches_keeps_state_dict_keys():
     assert all(isinstance(b, ContrastBranch) for b in branches(model))
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.parametrize("dtype", [None, torch.bfloat16])
+def test_every_branch_traces_to_one_graph_without_breaks(dtype):
+    """What torch.compile gets on CUDA: each ContrastBranch (encoder + head, with or without autocast) is one
+    FX graph. A host sync or Python-side branch on tensor values in the encoder would show up as a break."""
+    model = build_model(_config("cage"))
+    x = torch.from_numpy(synthetic_gaits(4, 16, seed=0))
+    set_autocast(model, dtype)
+    for name, branch in model.query_nets.items():
+        explanation = torch._dynamo.explain(branch)(x)
+        assert (explanation.graph_count, explanation.graph_break_count) == (1, 0), (name, explanation.break_reasons)
+    torch._dynamo.reset()
+
+
 # ---- CUDA-only checks (skipped on the CPU-only CI; run them on a GPU machine) ----
 
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")
