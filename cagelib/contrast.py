@@ -254,8 +254,10 @@ class CAGE(nn.Module):
         out: dict[str, torch.Tensor] = {}
         total, accs, counts = 0.0, [], []
         weights = {"cartesian": cfg.lambda_cartesian, "spherical": cfg.lambda_spherical}
+        # each stream's negatives and mask, built once and shared by the main and cross-coordinate losses
+        bank_negatives = {stream: self._negatives(stream, ambiguity, sample_ids) for stream in cfg.streams}
         for stream in cfg.streams:
-            negatives, mask = self._negatives(stream, ambiguity, sample_ids)
+            negatives, mask = bank_negatives[stream]
             logits = info_nce_logits(queries[stream], keys[stream], negatives, cfg.temperature, mask)
             main = contrastive_cross_entropy(logits)  # Eq. 2, 6 or 7
             stream_loss = main
@@ -271,7 +273,7 @@ class CAGE(nn.Module):
             total = total + weights[stream] * stream_loss
 
         if cfg.cross_coordinate != "none":
-            cross = self._cross_loss(queries, keys, ambiguity, sample_ids)
+            cross = self._cross_loss(queries, keys, bank_negatives)
             out["loss_cross"] = cross.detach()
             total = total + cross
         out["loss"] = total
@@ -282,12 +284,13 @@ class CAGE(nn.Module):
             self._enqueue(keys, ambiguity, sample_ids)
         return out
 
-    def _cross_loss(self, queries, keys, ambiguity, sample_ids) -> torch.Tensor:
-        """L_C<->S (Eq. 10): the spherical query against the Cartesian key (and the reverse if symmetric)."""
+    def _cross_loss(self, queries, keys, bank_negatives) -> torch.Tensor:
+        """L_C<->S (Eq. 10): the spherical query against the Cartesian key (and the reverse if symmetric).
+        ``bank_negatives``: stream -> (negatives, mask) from :meth:`_negatives`."""
         mode, t = self.config.cross_coordinate, self.config.temperature
 
         def direction(query_stream: str, key_stream: str, bank_stream: str) -> torch.Tensor:
-            negatives, mask = self._negatives(bank_stream, ambiguity, sample_ids)
+            negatives, mask = bank_negatives[bank_stream]
             return info_nce(queries[query_stream], keys[key_stream], negatives, t, mask)
 
         if mode == "cartesian_guides_spherical":  # positive and negatives from the Cartesian key space

@@ -27,7 +27,6 @@ Design (``docs/decisions.md``, "GPU path and distributed training"):
 from __future__ import annotations
 
 import argparse
-import functools
 import inspect
 import json
 import os
@@ -40,10 +39,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .fast import make_fast_step
-from .train import (CHECKPOINT, CONFIG, METRICS, PretrainConfig, PretrainResult, _as_data, _atomic_write_text,
-                    _fingerprint, _save_checkpoint, _write_metrics, build_model, epoch_metrics,
-                    load_state_strict, make_optimization, read_checkpoint, run_epoch, train_step)
+from .train import (CHECKPOINT, CONFIG, METRICS, PretrainConfig, PretrainResult, _atomic_write_text,
+                    _save_checkpoint, _write_metrics, epoch_metrics, make_optimization, make_step, prepare_run,
+                    run_epoch)
 
 BN_MODES = ("sync", "torch_sync", "local")
 
@@ -267,17 +265,9 @@ def pretrain_distributed(config: PretrainConfig, x, info: DistInfo | None = None
     if config.batch_size % world:
         raise ValueError(f"pretrain_distributed: batch_size={config.batch_size} is not divisible by {world} processes")
     run_dir = Path(run_dir if run_dir is not None else config.run_dir)
-    data = _as_data(x, config, device)  # (N, T, V, 3): the whole set on every process
-    steps, shard = data.shape[0] // config.batch_size, config.batch_size // world
-    if steps == 0:
-        raise ValueError(f"pretrain_distributed: {data.shape[0]} samples are fewer than batch_size={config.batch_size}")
-    fingerprint = _fingerprint(data)
-
-    model = build_model(config).to(device)
-    checkpoint_path = run_dir / CHECKPOINT
-    state = read_checkpoint(checkpoint_path, resume, config, fingerprint, device)
-    if state is not None:
-        load_state_strict(model, state["model"], checkpoint_path)
+    # data: (N, T, V, 3), the whole set on every process
+    data, steps, fingerprint, model, state = prepare_run(config, x, device, run_dir, resume, "pretrain_distributed")
+    checkpoint_path, shard = run_dir / CHECKPOINT, config.batch_size // world
     wrapped = prepare_model(model, info, bn)
     optimizer, scheduler, generator, start, history = make_optimization(config, model, device, state)
     if rank == 0:
@@ -288,8 +278,7 @@ def pretrain_distributed(config: PretrainConfig, x, info: DistInfo | None = None
         _write_metrics(run_dir / METRICS, history)
 
     wrapped.train()
-    step_fn = (make_fast_step(wrapped, optimizer, config.fast, device) if config.fast is not None
-               else functools.partial(train_step, wrapped, optimizer))
+    step_fn = make_step(wrapped, optimizer, config, device)
     def local_ids(ids: torch.Tensor) -> torch.Tensor:
         return ids[rank * shard:(rank + 1) * shard]  # (B / W,) this process's queries
 

@@ -132,18 +132,8 @@ def pretrain(config: PretrainConfig, x, run_dir: str | os.PathLike | None = None
     """
     run_dir = Path(run_dir if run_dir is not None else config.run_dir)
     device = resolve_device(config.device)
-    data = _as_data(x, config, device)  # (N, T, V, 3) on the device
-    n_samples = data.shape[0]
-    steps = n_samples // config.batch_size
-    if steps == 0:
-        raise ValueError(f"pretrain: {n_samples} samples are fewer than batch_size={config.batch_size}")
-    fingerprint = _fingerprint(data)
-
-    model = build_model(config).to(device)
+    data, steps, fingerprint, model, state = prepare_run(config, x, device, run_dir, resume, "pretrain")
     checkpoint_path = run_dir / CHECKPOINT
-    state = read_checkpoint(checkpoint_path, resume, config, fingerprint, device)
-    if state is not None:
-        load_state_strict(model, state["model"], checkpoint_path)
     optimizer, scheduler, generator, start, history = make_optimization(config, model, device, state)
     run_dir.mkdir(parents=True, exist_ok=True)
     _atomic_write_text(run_dir / CONFIG, json.dumps(config.to_dict(), indent=2))
@@ -155,8 +145,7 @@ def pretrain(config: PretrainConfig, x, run_dir: str | os.PathLike | None = None
 
         bar = tqdm(total=(config.epochs - start) * steps, desc=f"pretrain {config.contrast.method}")
     model.train()
-    step_fn = (make_fast_step(model, optimizer, config.fast, device) if config.fast is not None
-               else functools.partial(train_step, model, optimizer))
+    step_fn = make_step(model, optimizer, config, device)
     for epoch in range(start, config.epochs):
         began, lr = time.perf_counter(), optimizer.param_groups[0]["lr"]
         sums = run_epoch(step_fn, data, config, epoch, generator, on_step=bar.update if bar is not None else None)
@@ -174,6 +163,32 @@ def pretrain(config: PretrainConfig, x, run_dir: str | os.PathLike | None = None
     if bar is not None:
         bar.close()
     return PretrainResult(run_dir=run_dir, history=history, model=model)
+
+
+def prepare_run(config: PretrainConfig, x, device: torch.device, run_dir: Path, resume: bool,
+                caller: str) -> tuple[torch.Tensor, int, list, CAGE, dict | None]:
+    """The start shared by ``pretrain`` and ``pretrain_distributed``: the data on ``device``, steps per
+    epoch, the data's fingerprint, the model (restored from ``run_dir``'s checkpoint when resuming) and
+    the checkpoint's state (None for a fresh run). ``caller`` names the function in error messages."""
+    data = _as_data(x, config, device)  # (N, T, V, 3) on the device
+    steps = data.shape[0] // config.batch_size
+    if steps == 0:
+        raise ValueError(f"{caller}: {data.shape[0]} samples are fewer than batch_size={config.batch_size}")
+    fingerprint = _fingerprint(data)
+    model = build_model(config).to(device)
+    checkpoint_path = run_dir / CHECKPOINT
+    state = read_checkpoint(checkpoint_path, resume, config, fingerprint, device)
+    if state is not None:
+        load_state_strict(model, state["model"], checkpoint_path)
+    return data, steps, fingerprint, model, state
+
+
+def make_step(model: nn.Module, optimizer: torch.optim.Optimizer, config: PretrainConfig,
+              device: torch.device) -> Callable:
+    """``step(batch, generator, ids) -> metrics``: the fast step when ``config.fast`` is set, else ``train_step``."""
+    if config.fast is not None:
+        return make_fast_step(model, optimizer, config.fast, device)
+    return functools.partial(train_step, model, optimizer)
 
 
 def run_epoch(step_fn: Callable, data: torch.Tensor, config: PretrainConfig, epoch: int,
