@@ -9,6 +9,7 @@ Inputs are skeleton sequences ``(N, T, V, C)`` or, after the encoder, features `
 from __future__ import annotations
 
 import copy
+import math
 from typing import Callable, Sequence
 
 import numpy as np
@@ -282,25 +283,27 @@ def fit_classifier(
     loss_fn = nn.CrossEntropyLoss()
     history = {"train_loss": [], "val_accuracy": [] if val is not None else None, "selected_epoch": epochs}
     best_acc, best_state = -1.0, None
+    x, y = x.to(device), y.to(device)  # once: batches are gathered on the device
     for epoch in range(1, epochs + 1):
         model.train()
-        total, count = 0.0, 0
+        total, count = torch.zeros((), dtype=torch.float64, device=device), 0  # summed on the device: no sync per step
         for idx in _minibatches(x.shape[0], batch_size, generator):
-            batch, target = x[idx].to(device), y[idx].to(device)
+            batch, target = x[idx], y[idx]
             if prepare is not None:
                 batch = prepare(batch, generator)
             loss = loss_fn(model(batch), target)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"training loss became {loss.item()} at epoch {epoch} (lr={lr}); lower the learning rate"
-                    " or normalise the features")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += loss.item() * len(idx)
+            total += loss.detach().double() * len(idx)
             count += len(idx)
         sched.step()
-        history["train_loss"].append(total / max(count, 1))
+        epoch_loss = total.item() / max(count, 1)  # the epoch's one host sync
+        if not math.isfinite(epoch_loss):
+            raise FloatingPointError(
+                f"training loss became {epoch_loss} in epoch {epoch} (lr={lr}); lower the learning rate"
+                " or normalise the features")
+        history["train_loss"].append(epoch_loss)
         if val is not None:
             correct = int((predict(model, val[0], eval_batch_size, device, eval_transform) == val[1]).sum())
             acc = 100.0 * correct / len(val[1])

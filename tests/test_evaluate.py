@@ -16,7 +16,8 @@ from cagelib.evaluate import (
     EvalConfig, EvalResult, aggregate_seeds, finetune_eval, format_mean_std, knn_eval, linear_eval, results_table,
     semi_supervised_eval, supervised_baseline,
 )
-from cagelib.probes import TwoStreamEncoder, extract_features, knn_predict, stratified_holdout, stratified_subset
+from cagelib.probes import (TwoStreamEncoder, extract_features, fit_classifier, knn_predict, stratified_holdout,
+                            stratified_subset)
 
 T, V, C, K = 2, 4, 3, 4  # tiny sequences (N, 2, 4, 3) for stand-in encoders
 
@@ -288,3 +289,12 @@ def test_supervised_baseline_with_agcn_is_seeded():
     assert a.protocol == "supervised" and len(a.train_loss) == 2 and a.train_loss == b.train_loss
     r = linear_eval(AGCN(AGCNConfig.small()), x, y, x, y, linear_config(epochs=2, input_transform="spherical"))
     assert np.array(r.confusion).sum() == 12
+
+
+def test_fit_classifier_names_a_diverged_epoch():
+    x = torch.randn(64, 8, generator=torch.Generator().manual_seed(0)) * 1e30  # (N, F)
+    y = (x[:, 0] > 0).long()
+    with pytest.raises(FloatingPointError, match="in epoch 1 .*lower the learning rate"):
+        fit_classifier(nn.Linear(8, 2), x, y, epochs=2, lr=1e30, milestones=[], gamma=0.1, optimizer="sgd",
+                       momentum=0.9, weight_decay=0.0, batch_size=16, generator=torch.Generator().manual_seed(1),
+                       device=torch.device("cpu"))
