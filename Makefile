@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 demo: setup
-	$(PY) -m cagelib.demo
+	$(PY) -m cagelib.lab.demo
 
 test: setup
 	$(PY) -m pytest
@@ -32,13 +32,13 @@ lab: setup
 
 # make reproduce ARGS="--grid paper --device cuda --fast" for the paper's grid on a GPU
 reproduce: setup
-	$(PY) -m cagelib.reproduce $(ARGS)
+	$(PY) -m cagelib.lab.reproduce $(ARGS)
 
 bench: setup
 	$(PY) benchmarks/pretrain_throughput.py
 
 strip: setup
-	$(PY) -m cagelib.workbench strip notebooks/*.ipynb
+	$(PY) -m cagelib.lab.notebook strip notebooks/*.ipynb
 
 data: setup
 	$(PY) -m cagelib.data.build

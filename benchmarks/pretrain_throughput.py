@@ -6,7 +6,7 @@
 
 (a) ``reference``: per-sample NumPy augmentations in DataLoader workers, float32, eager, ``.to(device)``
     per batch, ``loss.item()`` per step (``benchmarks/reference_loop.py``).
-(b) ``fast``: the data set resident on the device, batched on-device augmentations, ``cagelib.fast``
+(b) ``fast``: the data set resident on the device, batched on-device augmentations, ``cagelib.pretrain.fast``
     (bf16 autocast, torch.compile, one CUDA graph per step, fused SGD: each on CUDA only).
 
 Prints a table and writes ``<out>/pretrain_throughput_<preset>_<device>.json``: sequences/s, ms/step,
@@ -34,13 +34,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import reference_loop  # noqa: E402  (benchmarks/ is not a package)
 
-from cagelib.contrast import ContrastConfig  # noqa: E402
-from cagelib.fast import FastConfig, make_fast_step, optimizer_options  # noqa: E402
-from cagelib.model import AGCNConfig  # noqa: E402
-from cagelib.probes import resolve_device  # noqa: E402
-from cagelib.synthetic import load_sequences  # noqa: E402
+from cagelib.methods.cage import ContrastConfig  # noqa: E402
+from cagelib.pretrain.fast import FastConfig, make_fast_step, optimizer_options  # noqa: E402
+from cagelib.methods.encoders import AGCNConfig  # noqa: E402
+from cagelib.device import resolve_device  # noqa: E402
+from cagelib.data.synthetic import load_sequences  # noqa: E402
 from cagelib.atomic import atomic_write_text  # noqa: E402
-from cagelib.train import PretrainConfig, build_model, epoch_seed  # noqa: E402
+from cagelib.pretrain.loop import PretrainConfig, build_model, epoch_seed  # noqa: E402
 
 PRESETS = {  # name -> settings; the command line overrides any of them
     "tiny": dict(model="small", frames=16, sequences=16, batch_size=8, queue_size=32, steps=2, warmup=1,
@@ -169,7 +169,7 @@ def count_flops(config: PretrainConfig, data: torch.Tensor, device: torch.device
 
 
 def batches(data: torch.Tensor, batch_size: int, seed: int):
-    """The global batches of ``cagelib.train.pretrain``, epoch after epoch: ``(ids, batch)`` on the device."""
+    """The global batches of ``cagelib.pretrain.loop.pretrain``, epoch after epoch: ``(ids, batch)`` on the device."""
     epoch = 0
     while True:
         shuffle = torch.Generator(device=data.device).manual_seed(epoch_seed(seed, epoch))

@@ -6,7 +6,7 @@ What makes it "reference style" (and slow), on purpose:
 - float32, eager mode, a separate kernel stream per op;
 - the loss is read with ``.item()`` every step for logging (a host-device sync per step).
 
-The augmentations have the semantics of ``cagelib.augment`` (see that module and docs/design.md):
+The augmentations have the semantics of ``cagelib.methods.augment`` (see that module and docs/design.md):
 Crop (symmetric reflection padding of ``L // gamma`` frames, random crop of ``L`` frames inside the
 valid length ``L``), Joint Jittering (``j`` distinct joints times one ``U(-1, 1)`` 3x3 matrix), and the
 ambiguity transform (speed-up keeping every r-th frame from a random phase, zero-filled; or speed-down
@@ -98,7 +98,7 @@ def shear(x: np.ndarray, rng: np.random.Generator, amplitude: float = 0.5, joint
 
 def ambiguity(x: np.ndarray, rng: np.random.Generator, speed: str = "up", speed_up_rate: int = 4,
               speed_down_rate: float = 0.3) -> np.ndarray:
-    """Speed change, then shear (cagelib.augment.AmbiguityTransform with its defaults)."""
+    """Speed change, then shear (cagelib.methods.augment.AmbiguityTransform with its defaults)."""
     length = valid_length(x)
     if speed == "up":
         x = speed_up_at(x, int(rng.integers(0, max(min(speed_up_rate, length), 1))), speed_up_rate)

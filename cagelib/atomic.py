@@ -2,16 +2,20 @@
 
 ``atomic_path(path)`` yields a temporary path in the target's folder; when the block finishes, the
 file replaces ``path`` in one ``os.replace``; when it raises, the temporary file is removed and
-``path`` keeps its old content (or stays absent).
+``path`` keeps its old content (or stays absent). Every file cagelib writes (JSON, text, checkpoints,
+``.npz`` sets, figures, reports) goes through ``atomic_path``.
 """
 from __future__ import annotations
 
 import json
 import os
 import tempfile
+import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
+
+import numpy as np
 
 
 @contextmanager
@@ -42,3 +46,17 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 def atomic_write_json(path: str | os.PathLike, data: Any) -> Path:
     """Write ``data`` as indented JSON to ``path`` atomically (non-JSON values via ``str``)."""
     return atomic_write_text(path, json.dumps(data, indent=2, default=str))
+
+
+def atomic_savez(path: str | os.PathLike, arrays: dict[str, np.ndarray], compress: bool = True) -> Path:
+    """Write ``arrays`` as an ``.npz`` (what ``np.load`` reads) to ``path`` atomically.
+    Deflate-compressed unless ``compress=False``; the bytes depend on the data only."""
+    compression = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", compression) as archive:
+        for key, value in arrays.items():
+            # a fixed timestamp makes the bytes depend on the data only (rebuilds are identical)
+            info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = compression
+            with archive.open(info, "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
+    return Path(path)

@@ -9,7 +9,8 @@ root joint of the same frame:
     phi   = atan2(p_x, p_z)          azimuth in the ground plane from +z towards +x (a right-handed
                                      turn about y), in (-pi, pi]
 
-Decisions (named options, documented in ``docs/decisions.md``):
+Decisions (named options; ``docs/decisions.md``, "coordinates.py fix" and "Observation for the Spherical
+stream (not changed)"):
 - ``r = 0`` (the root itself, or any joint that coincides with it, and zero-padded frames) maps to
   ``theta = 0, phi = 0`` (also in unwrapped mode): finite values, no NaN, padding stays zero, and
   the inverse still returns the root exactly.

@@ -1,4 +1,4 @@
-"""benchmarks/: the reference loop's NumPy augmentations have cagelib.augment's semantics, and the
+"""benchmarks/: the reference loop's NumPy augmentations have cagelib.methods.augment's semantics, and the
 throughput benchmark runs end to end at --tiny on CPU and writes its JSON report (not timed)."""
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from cagelib import augment
-from cagelib.synthetic import synthetic_gaits
+from cagelib.methods import augment
+from cagelib.data.synthetic import synthetic_gaits
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

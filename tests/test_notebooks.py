@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cagelib.ambiguity_widget import ambiguity_browser, emotion_samples
-from cagelib.experiments import EvalSettings
-from cagelib.player import ambiguity_views, render_frame
-from cagelib.viz import bone_segments, follow_root_track
-from cagelib.workbench import RunSettings
+from cagelib.lab.ambiguity_widget import ambiguity_browser, emotion_samples
+from cagelib.lab.evaluation import EvalSettings
+from cagelib.lab.player import ambiguity_views, render_frame
+from cagelib.lab.skeleton_plots import bone_segments, follow_root_track
+from cagelib.lab.settings import RunSettings
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 EXPECTED = ["01_data", "02_ambiguity_samples", "03_pretrain", "04_evaluate", "05_tsne"]
@@ -68,7 +68,7 @@ def test_parameters_are_commented_literals_that_papermill_sees(name):
 
 
 def test_pretrain_and_evaluate_parameters_cover_their_settings():
-    """Every RunSettings / EvalSettings field is a parameter, so cagelib.reproduce can set it."""
+    """Every RunSettings / EvalSettings field is a parameter, so cagelib.lab.reproduce can set it."""
     def names(nb):
         return {ast.parse(line).body[0].targets[0].id for line in parameters_cell(nb)[1].splitlines()}
 

@@ -31,9 +31,10 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from ..atomic import atomic_savez
 from ..skeleton import NUM_JOINTS, ROOT
 from .bvh import BANDAI_JOINT_MAP, read_bvh
-from .gaitset import GaitSet, atomic_savez
+from .gaitset import GaitSet
 
 DATASETS = ("dataset-1", "dataset-2")
 EMOTION_LABEL_NAMES: tuple[str, ...] = ("neutral", "happy", "sad", "angry")

@@ -17,8 +17,6 @@ Joints follow ``cagelib.skeleton`` (16 joints, E-Gait order, y up).
 """
 from __future__ import annotations
 
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..atomic import atomic_savez
 from ..skeleton import NUM_JOINTS
 
 _RESERVED = ("positions", "lengths", "labels", "label_names", "fps", "units")
@@ -156,31 +155,6 @@ def _as_column(values) -> np.ndarray:
     if column.dtype == object and all(isinstance(v, str) for v in column.ravel()):
         column = column.astype(str)  # so that the set saves without pickle
     return column
-
-
-def atomic_savez(path: str | Path, arrays: dict[str, np.ndarray], compress: bool = True) -> Path:
-    """Write ``arrays`` as an ``.npz`` (what ``np.load`` reads) to a temporary file in the target
-    folder, then ``os.replace`` it onto ``path``. Deflate-compressed unless ``compress=False``."""
-    path = Path(path)
-    compression = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f, zipfile.ZipFile(f, "w", compression) as archive:
-            for key, value in arrays.items():
-                # a fixed timestamp makes the bytes depend on the data only (rebuilds are identical)
-                info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-                info.compress_type = compression
-                with archive.open(info, "w", force_zip64=True) as member:
-                    np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def split_clips(frames: np.ndarray, lengths: Sequence[int]) -> list[np.ndarray]:

@@ -1,11 +1,4 @@
-"""Fixed-length windows cut from clips, and train/test splits that respect clips.
-
-Windows of one clip overlap and look alike, so any split of windows must keep each clip on one side:
-``grouped_split`` and ``repeated_grouped_kfold`` split *groups* (clips), stratified by label.
-``stratified_split`` is the plain per-sample split (E-Gait: one gait = one sample, 4:1).
-
-Splits are NumPy index arrays (sorted), seeded by an integer: same seed -> same split.
-"""
+"""Fixed-length windows cut from clips (splits that keep a clip's windows together: ``cagelib.data.splits``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -64,74 +57,3 @@ def cut_windows(gs: GaitSet, length: int, stride: int, short: str = "pad") -> Wi
     clip_index = np.array(clip_index, dtype=np.int64)
     return Windows(x.astype(np.float32, copy=False), gs.labels[clip_index], clip_index,
                    np.array(lengths, dtype=np.int64), np.array(starts, dtype=np.int64))
-
-
-def stratified_split(labels, test_fraction: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Per-sample split, stratified by label (``-1`` is a stratum too): ``(train_idx, test_idx)``.
-
-    Each class puts ``round(n_c * test_fraction)`` samples in the test set (E-Gait: 4:1).
-    """
-    labels = np.asarray(labels)
-    return grouped_split(np.arange(len(labels)), labels, test_fraction, seed)
-
-
-def _group_labels(groups: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Unique groups, each one's label (must be constant within a group), and the inverse map."""
-    if groups.shape != labels.shape or groups.ndim != 1:
-        raise ValueError(f"groups and labels must be equally long 1-D arrays, got {groups.shape} and {labels.shape}")
-    uniq, inverse = np.unique(groups, return_inverse=True)
-    group_label = np.full(len(uniq), -2, dtype=np.int64)
-    group_label[inverse] = labels
-    if (group_label[inverse] != labels).any():
-        bad = uniq[inverse[group_label[inverse] != labels][0]]
-        raise ValueError(f"group {bad!r} has more than one label; a group (clip) must have one label")
-    return uniq, group_label, inverse
-
-
-def grouped_split(groups, labels, test_fraction: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Split samples so that no group (clip) is on both sides, stratified by the groups' labels.
-
-    Each label puts ``round(n_groups * test_fraction)`` of its groups in the test set (at least one
-    when it has two or more groups). Returns sorted sample indices ``(train_idx, test_idx)``.
-    """
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
-    groups, labels = np.asarray(groups), np.asarray(labels)
-    _, group_label, inverse = _group_labels(groups, labels)
-    rng = np.random.default_rng(seed)
-    test_groups = []
-    for label in np.unique(group_label):
-        members = rng.permutation(np.flatnonzero(group_label == label))
-        n_test = int(round(len(members) * test_fraction))
-        n_test = min(max(n_test, 1 if len(members) >= 2 else 0), len(members) - 1)
-        test_groups.append(members[:n_test])
-    in_test = np.isin(inverse, np.concatenate(test_groups))
-    return np.flatnonzero(~in_test), np.flatnonzero(in_test)
-
-
-def repeated_grouped_kfold(
-    groups, labels, n_splits: int = 5, n_repeats: int = 10, seed: int = 0
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``n_repeats`` x ``n_splits`` folds: ``[(train_idx, test_idx), ...]``, groups never split.
-
-    In each repeat every group is in exactly one test fold. Groups are stratified by label: each
-    label's groups (shuffled) are dealt round-robin over the folds, continuing where the previous
-    label stopped, so fold sizes differ by at most one group per label. Repeat ``r`` shuffles with
-    ``np.random.default_rng([seed, r])``.
-    """
-    groups, labels = np.asarray(groups), np.asarray(labels)
-    uniq, group_label, inverse = _group_labels(groups, labels)
-    if not 2 <= n_splits <= len(uniq):
-        raise ValueError(f"n_splits must be in 2..{len(uniq)} (the number of groups), got {n_splits}")
-    folds = []
-    for r in range(n_repeats):
-        rng = np.random.default_rng([seed, r])
-        fold_of_group = np.empty(len(uniq), dtype=np.int64)
-        next_fold = int(rng.integers(n_splits))
-        for label in np.unique(group_label):
-            members = rng.permutation(np.flatnonzero(group_label == label))
-            fold_of_group[members] = (next_fold + np.arange(len(members))) % n_splits
-            next_fold = (next_fold + len(members)) % n_splits
-        fold = fold_of_group[inverse]  # (n_samples,)
-        folds.extend((np.flatnonzero(fold != k), np.flatnonzero(fold == k)) for k in range(n_splits))
-    return folds

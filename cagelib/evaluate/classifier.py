@@ -1,0 +1,132 @@
+"""Fitting a classifier: a seeded linear head, shuffled mini-batches, the training loop, prediction.
+
+Randomness is explicit: shuffling and the head's initialisation use a ``torch.Generator``.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+OPTIMIZERS = ("sgd", "adam")
+
+Prepare = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+
+def init_linear_head(in_features: int, num_classes: int, generator: torch.Generator) -> nn.Linear:
+    """Linear classifier with weights ~ N(0, 0.01) and zero bias (MoCo's linear probe), seeded."""
+    head = nn.Linear(in_features, num_classes)
+    with torch.no_grad():
+        head.weight.normal_(0.0, 0.01, generator=generator)
+        head.bias.zero_()
+    return head
+
+
+def _minibatches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """Shuffled index batches; a trailing batch of one sample is dropped (BatchNorm cannot train on it)."""
+    perm = torch.randperm(n, generator=generator)
+    batches = list(perm.split(batch_size))
+    if len(batches) > 1 and len(batches[-1]) == 1:
+        batches.pop()
+    return batches
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device,
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Predicted class ``(N,)`` int64 on CPU, in eval mode; the model's mode is restored afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        preds = []
+        for start in range(0, x.shape[0], batch_size):
+            batch = x[start : start + batch_size].to(device)
+            if transform is not None:
+                batch = transform(batch)
+            preds.append(model(batch).argmax(dim=1).cpu())  # (B,)
+    finally:
+        model.train(was_training)
+    return torch.cat(preds)
+
+
+def fit_classifier(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    epochs: int,
+    lr: float,
+    milestones: Sequence[int],
+    gamma: float,
+    optimizer: str,
+    momentum: float,
+    weight_decay: float,
+    batch_size: int,
+    generator: torch.Generator,
+    device: torch.device,
+    prepare: Prepare | None = None,
+    eval_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    val: tuple[torch.Tensor, torch.Tensor] | None = None,
+    eval_batch_size: int = 256,
+) -> dict:
+    """Train ``model`` (all its parameters that require grad) with cross-entropy; step-decayed lr.
+
+    ``prepare(batch, generator)`` maps a training batch on ``device`` to the model input (augmentation,
+    coordinate transform); ``eval_transform`` does the same without randomness for validation.
+    Without ``val`` the model is left at its last epoch. With ``val = (x_val, y_val)`` the weights of
+    the epoch with the best validation accuracy (earliest on ties) are restored. Test data never
+    enters this function: no model selection on the test set.
+
+    Returns ``{"train_loss": [per epoch], "val_accuracy": [per epoch] | None, "selected_epoch": int}``
+    (epochs counted from 1).
+    """
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    params = [p for p in model.parameters() if p.requires_grad]
+    if optimizer == "sgd":
+        opt = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    else:
+        opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(milestones), gamma=gamma)
+    loss_fn = nn.CrossEntropyLoss()
+    history = {"train_loss": [], "val_accuracy": [] if val is not None else None, "selected_epoch": epochs}
+    best_acc, best_state = -1.0, None
+    x, y = x.to(device), y.to(device)  # once: batches are gathered on the device
+    for epoch in range(1, epochs + 1):
+        model.train()
+        total, count = torch.zeros((), dtype=torch.float64, device=device), 0  # summed on the device: no sync per step
+        for idx in _minibatches(x.shape[0], batch_size, generator):
+            batch, target = x[idx], y[idx]
+            if prepare is not None:
+                batch = prepare(batch, generator)
+            loss = loss_fn(model(batch), target)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.detach().double() * len(idx)
+            count += len(idx)
+        sched.step()
+        epoch_loss = total.item() / max(count, 1)  # the epoch's one host sync
+        if not math.isfinite(epoch_loss):
+            raise FloatingPointError(
+                f"training loss became {epoch_loss} in epoch {epoch} (lr={lr}); lower the learning rate"
+                " or normalise the features")
+        history["train_loss"].append(epoch_loss)
+        if val is not None:
+            correct = int((predict(model, val[0], eval_batch_size, device, eval_transform) == val[1]).sum())
+            acc = 100.0 * correct / len(val[1])
+            history["val_accuracy"].append(acc)
+            if acc > best_acc:
+                best_acc, best_state = acc, copy.deepcopy(model.state_dict())
+                history["selected_epoch"] = epoch
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return history

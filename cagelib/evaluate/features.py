@@ -1,0 +1,153 @@
+"""Features of a frozen encoder: input transforms, the two-stream encoder, batched extraction, k-NN.
+
+Everything here takes explicit arguments (no config object) so that notebooks can reuse the pieces.
+Inputs are skeleton sequences ``(N, T, V, C)`` or, after the encoder, features ``(N, F)``.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..coordinates import spherical_coordinates
+from ..device import module_device, resolve_device
+
+INPUT_TRANSFORMS = ("cartesian", "spherical")
+
+
+def make_input_transform(name: str, phi_mode: str = "unwrapped") -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The input an encoder stream expects: ``"cartesian"`` (identity, returns None) or ``"spherical"``.
+
+    A spherical-stream encoder (C3L) was pretrained on ``cagelib.coordinates.spherical_coordinates``
+    of the joints, so it must be evaluated on the same transform of the same data.
+    """
+    if name == "cartesian":
+        return None
+    if name == "spherical":
+        return lambda x: spherical_coordinates(x, phi_mode=phi_mode)
+    raise ValueError(f"input_transform must be one of {INPUT_TRANSFORMS}, got {name!r}")
+
+
+class TwoStreamEncoder(nn.Module):
+    """Concatenate the features of a Cartesian and a Spherical stream encoder (C3L's two streams).
+
+    ``forward(x: (N, T, V, 3) Cartesian) -> (N, F_c + F_s)``; the spherical stream sees
+    ``spherical_coordinates(x, phi_mode)``. Pass it wherever an encoder is expected, with
+    ``input_transform="cartesian"``.
+    """
+
+    def __init__(self, cartesian: nn.Module, spherical: nn.Module, phi_mode: str = "unwrapped"):
+        super().__init__()
+        self.cartesian, self.spherical, self.phi_mode = cartesian, spherical, phi_mode
+        if hasattr(cartesian, "out_dim") and hasattr(spherical, "out_dim"):
+            self.out_dim = cartesian.out_dim + spherical.out_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = spherical_coordinates(x, phi_mode=self.phi_mode)  # (N, T, V, 3) r, theta, phi
+        return torch.cat([self.cartesian(x), self.spherical(s)], dim=1)  # (N, F_c + F_s)
+
+
+def as_float_tensor(x, name: str, ndim: int) -> torch.Tensor:
+    """NumPy array or tensor -> float32 tensor of the given rank, or a ValueError naming ``name``."""
+    t = torch.as_tensor(np.asarray(x)) if not isinstance(x, torch.Tensor) else x
+    if t.dim() != ndim:
+        layout = "(N, T, V, C)" if ndim == 4 else "(N, F)"
+        raise ValueError(f"{name} must have shape {layout}, got shape {tuple(t.shape)}")
+    return t.float()
+
+
+@torch.no_grad()
+def extract_features(
+    encoder: nn.Module,
+    x,
+    batch_size: int = 256,
+    device: str | torch.device | None = None,
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Encoder features ``(N, F)`` (float32, CPU) of sequences ``x: (N, T, V, C)``, in eval mode, no grad.
+
+    ``device`` defaults to the encoder's; ``transform`` (e.g. spherical coordinates) is applied to
+    each batch on that device. The encoder's train/eval mode is restored afterwards.
+    """
+    x = as_float_tensor(x, "x", 4)
+    device = module_device(encoder) if device is None else resolve_device(device)
+    was_training = encoder.training
+    encoder.eval()
+    try:
+        out = []
+        for start in range(0, x.shape[0], batch_size):
+            batch = x[start : start + batch_size].to(device)  # (B, T, V, C)
+            if transform is not None:
+                batch = transform(batch)
+            out.append(encoder(batch).float().cpu())  # (B, F)
+    finally:
+        encoder.train(was_training)
+    if not out:
+        raise ValueError("x is empty: no sequences to encode")
+    return torch.cat(out)  # (N, F)
+
+
+def check_labels(y, name: str, n: int, num_classes: int | None = None) -> torch.Tensor:
+    """Labels -> int64 CPU tensor ``(n,)``, or a ValueError naming ``name`` and the problem."""
+    y = torch.as_tensor(np.asarray(y) if not isinstance(y, torch.Tensor) else y).long().cpu()
+    if y.dim() != 1 or y.shape[0] != n:
+        raise ValueError(f"{name} must have shape ({n},) to match its inputs, got {tuple(y.shape)}")
+    if n and y.min() < 0:
+        raise ValueError(f"{name} contains negative labels (-1 = unlabelled): pass labelled samples only")
+    if num_classes is not None and n and y.max() >= num_classes:
+        raise ValueError(f"{name} contains label {int(y.max())} >= num_classes={num_classes}")
+    return y
+
+
+def prepare_data(train_x, train_y, test_x, test_y, num_classes: int | None, label_names, x_ndim: int = 4):
+    """Validate a train/test pair; infer ``num_classes`` (from ``label_names`` or the labels) and names.
+
+    Returns ``(train_x, train_y, test_x, test_y, num_classes, label_names)`` as tensors and a tuple.
+    """
+    train_x, test_x = as_float_tensor(train_x, "train_x", x_ndim), as_float_tensor(test_x, "test_x", x_ndim)
+    if num_classes is None:
+        num_classes = len(label_names) if label_names is not None else int(max(
+            torch.as_tensor(np.asarray(train_y)).max(), torch.as_tensor(np.asarray(test_y)).max())) + 1
+    train_y = check_labels(train_y, "train_y", train_x.shape[0], num_classes)
+    test_y = check_labels(test_y, "test_y", test_x.shape[0], num_classes)
+    names = tuple(label_names) if label_names is not None else tuple(f"class_{i}" for i in range(num_classes))
+    if len(names) != num_classes:
+        raise ValueError(f"label_names has {len(names)} names but num_classes={num_classes}")
+    return train_x, train_y, test_x, test_y, num_classes, names
+
+
+@torch.no_grad()
+def knn_predict(
+    train_features: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_features: torch.Tensor,
+    num_classes: int,
+    k: int = 20,
+    temperature: float | None = 0.07,
+    batch_size: int = 1024,
+) -> torch.Tensor:
+    """k-nearest-neighbour vote on cosine similarity ``(N_test,)``.
+
+    ``temperature`` set: each of the k neighbours votes with weight ``exp(sim / temperature)``
+    (the instance-discrimination k-NN monitor). ``None``: plain majority, ties broken by the summed
+    similarity of the tied classes.
+    """
+    k = min(k, train_features.shape[0])
+    train = nn.functional.normalize(train_features.float(), dim=1)  # (N_train, F)
+    test = nn.functional.normalize(test_features.float(), dim=1)  # (N_test, F)
+    train_labels = train_labels.to(train.device)
+    preds = []
+    for start in range(0, test.shape[0], batch_size):
+        sim = test[start : start + batch_size] @ train.T  # (B, N_train)
+        top_sim, top_idx = sim.topk(k, dim=1)  # (B, k)
+        one_hot = nn.functional.one_hot(train_labels[top_idx], num_classes).float()  # (B, k, K)
+        if temperature is not None:
+            scores = (one_hot * (top_sim / temperature).exp().unsqueeze(-1)).sum(dim=1)  # (B, K)
+        else:
+            counts = one_hot.sum(dim=1)
+            # |summed similarity| <= k, so this term never overturns a difference of one vote.
+            scores = counts + (one_hot * top_sim.unsqueeze(-1)).sum(dim=1) / (2 * k + 1)
+        preds.append(scores.argmax(dim=1).cpu())
+    return torch.cat(preds)

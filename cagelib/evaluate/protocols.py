@@ -1,0 +1,290 @@
+"""Evaluation protocols of the paper: linear, finetune, semi-supervised, supervised; k-NN; the fold loop.
+
+Settings follow the paper's "Experiments" section (``EvalConfig.paper``). Two faults of the public
+baselines are avoided by construction:
+- the reported accuracy is the test accuracy of the LAST epoch, or of the epoch chosen on a
+  validation split carved from the training data (``val_fraction``); test data never reaches the
+  training loop, so no best-over-epochs test accuracy can be reported;
+- one number is a single seed: run several seeds and report ``aggregate_seeds`` (mean and sample std).
+
+Every protocol runs with a fixed seed: shuffling, subsets and the classifier's initialisation use
+explicit generators, and anything inside the encoder that draws from the global RNG (dropout) runs
+under a forked, seeded global RNG that is restored afterwards. Same seed -> same result on CPU.
+"""
+from __future__ import annotations
+
+import copy
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..data.splits import stratified_holdout, stratified_subset
+from ..device import module_device, resolve_device
+from .classifier import fit_classifier, init_linear_head, predict
+from .features import (as_float_tensor, check_labels, extract_features, knn_predict, make_input_transform,
+                       prepare_data)
+from .metrics import EvalResult, confusion_matrix, per_class_accuracy
+
+PROTOCOLS = ("linear", "finetune", "semi-supervised", "supervised", "knn")
+# the protocols that probe a given encoder (supervised trains one from scratch): what evaluate_folds runs
+FOLD_PROTOCOLS = tuple(p for p in PROTOCOLS if p != "supervised")
+Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+
+@dataclass
+class EvalConfig:
+    """Settings of one evaluation run. The defaults are the paper's linear protocol (cheap: the linear
+    layer trains on features extracted once). ``paper(protocol)`` / ``small(protocol)`` give the others."""
+
+    protocol: str = "linear"  # recorded in results: linear | finetune | semi-supervised | supervised | knn
+    epochs: int = 100  # training epochs (paper: linear 100, finetune 20)
+    lr: float = 30.0  # initial learning rate (paper: linear 30, finetune 0.001)
+    milestones: tuple[int, ...] = (50, 70)  # epochs where lr *= gamma (paper: linear 50, 70; finetune 10)
+    gamma: float = 0.1  # learning-rate decay factor at each milestone (paper: 0.1)
+    optimizer: str = "sgd"  # sgd | adam (docs/decisions.md, "Finetune / semi-supervised optimiser (paper: unstated)")
+    momentum: float = 0.9  # SGD momentum (MoCo/AimCLR: 0.9)
+    weight_decay: float = 0.0  # L2 penalty (linear: 0 as MoCo; finetune: 1e-4 as pretraining)
+    batch_size: int = 32  # training batch size (paper: unstated; pretraining uses 32)
+    eval_batch_size: int = 256  # batch size of feature extraction and prediction (no effect on results)
+    seed: int = 0  # seeds shuffling, label subsets, validation split and the classifier init
+    device: str = "auto"  # "auto" (CUDA if available, else CPU), "cpu", "cuda:0", ...
+    input_transform: str = "cartesian"  # cartesian | spherical: the coordinates the encoder was trained on
+    phi_mode: str = "unwrapped"  # phi handling of the spherical transform (cagelib.coordinates)
+    val_fraction: float = 0.0  # >0: carve a stratified validation split from training data and select
+    #                            the epoch on it; 0 (paper-comparable): report the last epoch
+    normalize_features: bool = False  # linear only: L2-normalise frozen features (paper: no)
+
+    @classmethod
+    def paper(cls, protocol: str = "linear", **overrides) -> "EvalConfig":
+        """The paper's settings of ``protocol`` (semi-supervised and supervised use finetune's)."""
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+        if protocol in ("linear", "knn"):
+            base = cls(protocol=protocol)
+        else:
+            base = cls(protocol=protocol, epochs=20, lr=0.001, milestones=(10,), weight_decay=1e-4)
+        return replace(base, **overrides)
+
+    @classmethod
+    def small(cls, protocol: str = "linear", **overrides) -> "EvalConfig":
+        """CPU-sized variant: the paper's settings with 5 finetune epochs (lr decay at 3)."""
+        config = cls.paper(protocol)
+        if protocol not in ("linear", "knn"):
+            config = replace(config, epochs=5, milestones=(3,))
+        return replace(config, **overrides)
+
+
+@contextmanager
+def _seeded_global_rng(seed: int, device: torch.device):
+    """Seed the global RNG (dropout, layer init) inside, restore the caller's state afterwards."""
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+def _split_validation(x, y, config: EvalConfig, groups=None):
+    """(train_x, train_y, val or None) with a stratified validation split when val_fraction > 0;
+    ``groups`` (e.g. clip ids of windows) keeps each group on one side."""
+    if config.val_fraction <= 0:
+        return x, y, None
+    tr, va = stratified_holdout(y.numpy(), config.val_fraction, config.seed, groups)
+    tr, va = torch.as_tensor(tr), torch.as_tensor(va)
+    return x[tr], y[tr], (x[va], y[va])
+
+
+def _result(config, preds, test_y, num_classes, names, history, n_train, label_fraction=1.0) -> EvalResult:
+    cm = confusion_matrix(test_y.numpy(), preds.numpy(), num_classes)
+    return EvalResult(
+        protocol=config.protocol, top1=100.0 * int((preds == test_y).sum()) / max(len(test_y), 1),
+        per_class=per_class_accuracy(cm).tolist(), confusion=cm.tolist(), label_names=names,
+        train_loss=history["train_loss"], val_accuracy=history["val_accuracy"],
+        selected_epoch=history["selected_epoch"], seed=config.seed, config=asdict(config),
+        n_train=n_train, n_test=int(test_y.shape[0]), label_fraction=label_fraction,
+    )
+
+
+def _fit_kwargs(config: EvalConfig, generator: torch.Generator, device: torch.device) -> dict:
+    return dict(epochs=config.epochs, lr=config.lr, milestones=config.milestones, gamma=config.gamma,
+                optimizer=config.optimizer, momentum=config.momentum, weight_decay=config.weight_decay,
+                batch_size=config.batch_size, generator=generator, device=device,
+                eval_batch_size=config.eval_batch_size)
+
+
+def _encoder_on(encoder: nn.Module, device: torch.device) -> nn.Module:
+    """The encoder itself if already on ``device``, else a copy there (never moves the caller's module)."""
+    return encoder if module_device(encoder) == device else copy.deepcopy(encoder).to(device)
+
+
+def linear_eval(encoder: nn.Module, train_x, train_y, test_x, test_y, config: EvalConfig | None = None,
+                num_classes: int | None = None, label_names: Sequence[str] | None = None,
+                train_groups=None) -> EvalResult:
+    """Linear protocol: a linear layer on the frozen encoder's features (paper: 100 epochs, lr 30).
+
+    Features are extracted once (eval mode, no grad) and the layer trains on them: the same as the
+    frozen protocol without augmentation, and fast. The encoder is not modified. A randomly
+    initialised encoder gives the "random init + same probe" baseline. ``train_groups`` (the clip of
+    each training window) keeps a clip's windows on one side of the validation split.
+    """
+    config = config or EvalConfig.paper("linear")
+    train_x, train_y, test_x, test_y, num_classes, names = prepare_data(
+        train_x, train_y, test_x, test_y, num_classes, label_names)
+    device = resolve_device(config.device)
+    transform = make_input_transform(config.input_transform, config.phi_mode)
+    with _seeded_global_rng(config.seed, device):
+        enc = _encoder_on(encoder, device)
+        train_f = extract_features(enc, train_x, config.eval_batch_size, device, transform)  # (N, F)
+        test_f = extract_features(enc, test_x, config.eval_batch_size, device, transform)
+        if config.normalize_features:
+            train_f, test_f = nn.functional.normalize(train_f, dim=1), nn.functional.normalize(test_f, dim=1)
+        return _fit_on_features(train_f, train_y, test_f, test_y, config, num_classes, names, device, train_groups)
+
+
+def _fit_on_features(train_f, train_y, test_f, test_y, config, num_classes, names, device, groups) -> EvalResult:
+    generator = torch.Generator().manual_seed(config.seed)
+    head = init_linear_head(train_f.shape[1], num_classes, generator).to(device)
+    fx, fy, val = _split_validation(train_f, train_y, config, groups)
+    history = fit_classifier(head, fx, fy, val=val, **_fit_kwargs(config, generator, device))
+    preds = predict(head, test_f, config.eval_batch_size, device)
+    return _result(config, preds, test_y, num_classes, names, history, n_train=int(fx.shape[0]))
+
+
+class _EncoderWithHead(nn.Module):
+    def __init__(self, encoder: nn.Module, head: nn.Linear):
+        super().__init__()
+        self.encoder, self.head = encoder, head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(x))  # (N, T, V, C) -> (N, F) -> (N, K)
+
+
+def _feature_dim(encoder: nn.Module, sample: torch.Tensor) -> int:
+    if hasattr(encoder, "out_dim"):
+        return int(encoder.out_dim)
+    was_training = encoder.training
+    encoder.eval()
+    with torch.no_grad():
+        dim = encoder(sample).shape[1]
+    encoder.train(was_training)
+    return int(dim)
+
+
+def finetune_eval(encoder: nn.Module, train_x, train_y, test_x, test_y, config: EvalConfig | None = None,
+                  num_classes: int | None = None, label_names: Sequence[str] | None = None,
+                  augment: Augment | None = None, train_groups=None, label_fraction: float = 1.0) -> EvalResult:
+    """Finetune protocol: a copy of the encoder plus a linear layer, all trained (paper: 20 epochs,
+    lr 0.001, x0.1 at 10). ``augment(x, generator)`` (Cartesian, before the coordinate transform) is
+    applied to training batches when given (paper: unstated; default none). The encoder passed in
+    is not modified; ``result.model`` is the trained classifier. ``train_groups``: as ``linear_eval``."""
+    config = config or EvalConfig.paper("finetune")
+    train_x, train_y, test_x, test_y, num_classes, names = prepare_data(
+        train_x, train_y, test_x, test_y, num_classes, label_names)
+    device = resolve_device(config.device)
+    transform = make_input_transform(config.input_transform, config.phi_mode)
+    generator = torch.Generator().manual_seed(config.seed)
+    aug_generator = torch.Generator(device=device).manual_seed(config.seed)
+
+    def prepare(batch: torch.Tensor, _: torch.Generator) -> torch.Tensor:
+        if augment is not None:
+            batch = augment(batch, aug_generator)
+        return transform(batch) if transform is not None else batch
+
+    with _seeded_global_rng(config.seed, device):
+        enc = copy.deepcopy(encoder).to(device)
+        sample = train_x[:2].to(device)
+        dim = _feature_dim(enc, transform(sample) if transform is not None else sample)
+        model = _EncoderWithHead(enc, init_linear_head(dim, num_classes, generator).to(device))
+        fx, fy, val = _split_validation(train_x, train_y, config, train_groups)
+        history = fit_classifier(model, fx, fy, prepare=prepare, eval_transform=transform, val=val,
+                                 **_fit_kwargs(config, generator, device))
+        preds = predict(model, test_x, config.eval_batch_size, device, transform)
+    result = _result(config, preds, test_y, num_classes, names, history, int(fx.shape[0]), label_fraction)
+    result.model = model
+    return result
+
+
+def semi_supervised_eval(encoder: nn.Module, train_x, train_y, test_x, test_y, fraction: float,
+                         config: EvalConfig | None = None, num_classes: int | None = None,
+                         label_names: Sequence[str] | None = None, augment: Augment | None = None,
+                         train_groups=None) -> EvalResult:
+    """Semi-supervised protocol: finetune on a seeded, stratified ``fraction`` of the training labels
+    (paper: 5 / 10 / 20 / 50 %), at least one sample per class; the test set is unchanged. With
+    ``train_groups`` (clip of each window) the fraction is of clips, drawn whole."""
+    config = config or EvalConfig.paper("semi-supervised")
+    train_x = as_float_tensor(train_x, "train_x", 4)
+    train_y = check_labels(train_y, "train_y", train_x.shape[0])
+    keep = stratified_subset(train_y.numpy(), fraction, config.seed, train_groups)
+    if num_classes is None and label_names is None:  # infer from all labels, not just the subset
+        num_classes = int(max(train_y.max(), torch.as_tensor(np.asarray(test_y)).max())) + 1
+    groups = None if train_groups is None else np.asarray(train_groups)[keep]
+    keep = torch.as_tensor(keep)
+    return finetune_eval(encoder, train_x[keep], train_y[keep], test_x, test_y, config, num_classes,
+                         label_names, augment, groups, label_fraction=fraction)
+
+
+def supervised_baseline(make_encoder: Callable[[], nn.Module], train_x, train_y, test_x, test_y,
+                        config: EvalConfig | None = None, num_classes: int | None = None,
+                        label_names: Sequence[str] | None = None, augment: Augment | None = None,
+                        train_groups=None) -> EvalResult:
+    """The same finetune protocol from a randomly initialised encoder, built by ``make_encoder()``
+    under the config's seed (e.g. ``lambda: AGCN(AGCNConfig.small())``)."""
+    if isinstance(make_encoder, nn.Module):
+        raise TypeError("supervised_baseline needs a factory (e.g. lambda: AGCN(cfg)), not a module instance")
+    config = config or EvalConfig.paper("supervised")
+    with _seeded_global_rng(config.seed, resolve_device(config.device)):
+        encoder = make_encoder()
+    return finetune_eval(encoder, train_x, train_y, test_x, test_y, config, num_classes, label_names, augment,
+                         train_groups)
+
+
+def knn_eval(encoder: nn.Module | None, train_x, train_y, test_x, test_y, k: int = 20,
+             temperature: float | None = 0.07, config: EvalConfig | None = None,
+             num_classes: int | None = None, label_names: Sequence[str] | None = None) -> EvalResult:
+    """k-NN on cosine similarity of frozen features: a fast check, no training. With
+    ``encoder=None``, ``train_x``/``test_x`` are features ``(N, F)``; see ``features.knn_predict``."""
+    config = config or EvalConfig.paper("knn")
+    train_x, train_y, test_x, test_y, num_classes, names = prepare_data(
+        train_x, train_y, test_x, test_y, num_classes, label_names, x_ndim=4 if encoder is not None else 2)
+    device = resolve_device(config.device)
+    if encoder is not None:
+        transform = make_input_transform(config.input_transform, config.phi_mode)
+        with _seeded_global_rng(config.seed, device):
+            enc = _encoder_on(encoder, device)
+            train_x = extract_features(enc, train_x, config.eval_batch_size, device, transform)
+            test_x = extract_features(enc, test_x, config.eval_batch_size, device, transform)
+    preds = knn_predict(train_x, train_y, test_x, num_classes, k=k, temperature=temperature)
+    history = {"train_loss": [], "val_accuracy": None, "selected_epoch": 0}
+    config = replace(config, protocol="knn")
+    result = _result(config, preds, test_y, num_classes, names, history, n_train=int(train_x.shape[0]))
+    result.config.update(k=k, temperature=temperature)
+    return result
+
+
+def evaluate_folds(encoder: nn.Module, task, folds, protocol: str, config: EvalConfig, fraction: float = 1.0,
+                   k: int = 10, on_fold: Callable[[], None] | None = None) -> list[EvalResult]:
+    """``protocol`` (one of ``FOLD_PROTOCOLS``) on ``encoder`` over ``folds`` ``[(train, test), ...]`` of
+    ``task`` (``x``, ``y``, ``groups``: the clip of each window, ``label_names``; e.g.
+    ``cagelib.data.tasks.EmotionTask``): one ``EvalResult`` per fold. ``fraction``: the semi-supervised
+    label fraction; ``k``: the k-NN neighbours; ``on_fold()`` runs after every fold (progress bars)."""
+    if protocol not in FOLD_PROTOCOLS:
+        raise ValueError(f"evaluate_folds: protocol must be one of {FOLD_PROTOCOLS}, got {protocol!r}")
+    results = []
+    for train, test in folds:
+        args = (task.x[train], task.y[train], task.x[test], task.y[test])
+        kw = dict(config=config, label_names=task.label_names)
+        if protocol == "linear":
+            res = linear_eval(encoder, *args, train_groups=task.groups[train], **kw)
+        elif protocol == "knn":
+            res = knn_eval(encoder, *args, k=k, **kw)
+        elif protocol == "finetune":
+            res = finetune_eval(encoder, *args, train_groups=task.groups[train], **kw)
+        else:
+            res = semi_supervised_eval(encoder, *args, fraction, train_groups=task.groups[train], **kw)
+        results.append(res)
+        if on_fold is not None:
+            on_fold()
+    return results

@@ -1,0 +1,212 @@
+"""Figures of results: t-SNE panels (Fig. 5), loss curves, confusion matrices, per-class bars, bone
+lengths; ``save_figure`` writes any figure atomically.
+
+matplotlib and openTSNE are imported inside the functions that use them (lazily, so that the demo runs
+on a machine without a plotting stack). Figures are ``matplotlib.figure.Figure`` objects built without
+pyplot; Jupyter displays them when they are a cell's value.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from ..atomic import atomic_path
+from ..evaluate.metrics import MAJORITY
+from ..skeleton import EDGES, JOINT_NAMES, bone_lengths
+from .skeleton_plots import bone_side, sequence_length
+
+
+def save_figure(fig, path: str | os.PathLike, **kwargs) -> Path:
+    """Save a matplotlib figure (format from the suffix) or a plotly figure (``.html`` / ``.json``)
+    atomically: write a temporary file in the same folder, then ``os.replace``."""
+    path = Path(path)
+    if not path.suffix:
+        raise ValueError(f"{path}: give a file suffix (.png, .pdf, .svg, .html, ...) to choose the format")
+    with atomic_path(path) as tmp:
+        if hasattr(fig, "savefig"):
+            fig.savefig(tmp, format=path.suffix[1:], **{"bbox_inches": "tight", **kwargs})
+        elif path.suffix == ".html":
+            fig.write_html(tmp, **kwargs)
+        elif path.suffix == ".json":
+            fig.write_json(tmp, **kwargs)
+        else:
+            raise ValueError(f"{path}: a plotly figure is saved as .html or .json")
+    return path
+
+
+def tsne_embedding(features, seed: int = 0, perplexity: float = 30.0, n_jobs: int = 1, **kwargs) -> np.ndarray:
+    """openTSNE embedding ``(N, F) -> (N, 2)``; deterministic for a seed (PCA init, single thread by
+    default). The perplexity is lowered to ``(N - 1) / 3`` for small N."""
+    from openTSNE import TSNE
+
+    features = np.asarray(features, dtype=np.float64)
+    if features.ndim != 2 or len(features) < 4:
+        raise ValueError(f"features must be (N, F) with N >= 4, got shape {features.shape}")
+    perplexity = min(perplexity, (len(features) - 1) / 3)
+    tsne = TSNE(n_components=2, perplexity=perplexity, random_state=seed, n_jobs=n_jobs, verbose=False, **kwargs)
+    return np.asarray(tsne.fit(features))
+
+
+def plot_tsne(embeddings_by_run: Mapping[str, tuple[np.ndarray, np.ndarray]],
+              label_names: Sequence[str] | None = None, point_size: float = 8.0, panel_size: float = 4.0):
+    """Side-by-side t-SNE panels (paper Fig. 5): ``{run name: (embedding (N, 2), labels (N,))}``,
+    points coloured by emotion, one legend."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(panel_size * len(embeddings_by_run), panel_size + 0.6))
+    axes = fig.subplots(1, len(embeddings_by_run), squeeze=False)[0]
+    all_labels = np.unique(np.concatenate([np.asarray(lab) for _, lab in embeddings_by_run.values()]))
+    colours = {c: f"C{i % 10}" for i, c in enumerate(all_labels)}
+    for ax, (name, (emb, labels)) in zip(axes, embeddings_by_run.items()):
+        emb, labels = np.asarray(emb), np.asarray(labels)
+        for c in all_labels:
+            m = labels == c
+            name_c = label_names[c] if label_names is not None else str(c)
+            ax.scatter(emb[m, 0], emb[m, 1], s=point_size, color=colours[c], label=name_c, alpha=0.8)
+        ax.set_title(name)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=len(names), frameon=False)
+    fig.subplots_adjust(bottom=0.15)
+    return fig
+
+
+def _history_series(history) -> dict[str, list[float]]:
+    """EvalResult, {name: values}, a list of values, or a list of per-epoch dicts -> {name: values}."""
+    if hasattr(history, "train_loss"):  # EvalResult
+        series = {"train loss": list(history.train_loss)}
+        if history.val_accuracy:
+            series["val accuracy (%)"] = list(history.val_accuracy)
+        return series
+    if isinstance(history, Mapping):
+        return {k: list(v) for k, v in history.items()}
+    history = list(history)
+    if history and isinstance(history[0], Mapping):  # per-epoch records
+        keys = [k for k, v in history[0].items() if k != "epoch" and isinstance(v, (int, float))]
+        return {k: [row[k] for row in history if k in row] for k in keys}
+    return {"loss": history}
+
+
+def plot_loss_curves(history, title: str | None = None, logy: bool = False):
+    """Curves per epoch; accuracy-like series (name contains "acc") go on a second y axis."""
+    from matplotlib.figure import Figure
+
+    series = _history_series(history)
+    fig = Figure(figsize=(6, 3.5))
+    ax = fig.add_subplot(111)
+    twin = None
+    for i, (name, values) in enumerate(series.items()):
+        target = ax
+        if "acc" in name.lower():
+            twin = twin or ax.twinx()
+            target = twin
+        target.plot(np.arange(1, len(values) + 1), values, label=name, color=f"C{i}")
+    ax.set_xlabel("epoch")
+    if logy:
+        ax.set_yscale("log")
+    handles = [h for a in (ax, twin) if a is not None for h in a.get_legend_handles_labels()[0]]
+    ax.legend(handles, [h.get_label() for h in handles], loc="best")
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def draw_confusion(ax, confusion, names: Sequence, normalize: bool = True, counts: bool = True,
+                   row_names: bool = True):
+    """Draw a confusion matrix (rows true, columns predicted) on ``ax``; ``normalize`` shows each row in
+    % (per-class accuracy on the diagonal), ``counts`` adds the counts. Returns the image."""
+    cm = np.asarray(confusion, dtype=np.float64)  # (K, K)
+    support = cm.sum(axis=1, keepdims=True)
+    shown = np.divide(100 * cm, support, out=np.zeros_like(cm), where=support > 0) if normalize else cm
+    image = ax.imshow(shown, cmap="Blues", vmin=0, vmax=100 if normalize else None)
+    for i, j in np.ndindex(cm.shape):
+        value = f"{shown[i, j]:.0f}%" if normalize else f"{cm[i, j]:.0f}"
+        text = f"{value}\n({cm[i, j]:.0f})" if normalize and counts else value
+        ax.text(j, i, text, ha="center", va="center", fontsize=8,
+                color="white" if shown[i, j] > 0.6 * (shown.max() or 1) else "black")
+    ax.set_xticks(range(len(cm)), [str(n) for n in names], rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(cm)), [str(n) for n in names] if row_names else [], fontsize=8)
+    ax.set_xlabel("predicted")
+    return image
+
+
+def plot_confusion(result, label_names: Sequence[str] | None = None, normalize: bool = True):
+    """Confusion matrix of an EvalResult or a ``(K, K)`` array; ``normalize`` shows each row in % with
+    counts in brackets."""
+    from matplotlib.figure import Figure
+
+    cm = np.asarray(result.confusion if hasattr(result, "confusion") else result, dtype=np.float64)
+    names = list(label_names or getattr(result, "label_names", None) or range(len(cm)))
+    fig = Figure(figsize=(1.1 * len(cm) + 2, 1.1 * len(cm) + 1.5))
+    ax = fig.add_subplot(111)
+    image = draw_confusion(ax, cm, names, normalize)
+    ax.set_ylabel("true")
+    if hasattr(result, "top1"):
+        ax.set_title(f"{result.protocol}: top-1 {result.top1:.2f} %")
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    return fig
+
+
+def plot_confusions(evaluation: dict, panel_size: float = 3.2):
+    """Every protocol's confusion matrix of an ``evaluation.json`` (summed over folds), row-normalised in
+    %, side by side."""
+    from matplotlib.figure import Figure
+
+    results = {k: v for k, v in evaluation["results"].items() if k != MAJORITY}
+    names = next(iter(results.values()))["aggregate"]["label_names"]
+    fig = Figure(figsize=(panel_size * len(results), panel_size + 0.6))
+    for ax, (protocol, res) in zip(fig.subplots(1, len(results), squeeze=False)[0], results.items()):
+        draw_confusion(ax, res["confusion"], names, counts=False, row_names=ax is fig.axes[0])
+        ax.set_title(f"{protocol}\n{res['aggregate']['top1_mean']:.1f} % (mean over folds)", fontsize=9)
+    fig.axes[0].set_ylabel("true")
+    fig.tight_layout()
+    return fig
+
+
+def plot_per_class(evaluation: dict):
+    """Grouped bars: per-class accuracy (mean over folds, std as error bar) of every protocol of an
+    ``evaluation.json``."""
+    from matplotlib.figure import Figure
+
+    results = {k: v for k, v in evaluation["results"].items() if k != MAJORITY}
+    names = next(iter(results.values()))["aggregate"]["label_names"]
+    fig = Figure(figsize=(1.6 * len(names) + 2, 3.5))
+    ax = fig.add_subplot(111)
+    width = 0.8 / len(results)
+    for i, (protocol, res) in enumerate(results.items()):
+        agg = res["aggregate"]
+        err = agg["per_class_std"] or None
+        ax.bar(np.arange(len(names)) + i * width, agg["per_class_mean"], width, yerr=err, capsize=2, label=protocol)
+    ax.axhline(100 / len(names), color="grey", linestyle=":", label="chance")
+    ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2, names)
+    ax.set_ylabel("accuracy % (mean over folds)")
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    return fig
+
+
+def plot_bone_lengths(x: np.ndarray, relative: bool = True, title: str | None = None):
+    """Length of every bone over the valid frames of one sequence ``(T, 16, 3)``. ``relative`` divides
+    by each bone's median (a rigid bone is a flat line at 1): a check of conversion and preprocessing."""
+    from matplotlib.figure import Figure
+
+    x = np.asarray(x)
+    lengths = bone_lengths(x[: max(sequence_length(x), 1)])  # (T, E)
+    if relative:
+        lengths = lengths / np.where(np.median(lengths, axis=0) > 0, np.median(lengths, axis=0), 1.0)
+    fig = Figure(figsize=(7, 4))
+    ax = fig.add_subplot(111)
+    for e, (a, b) in enumerate(EDGES):
+        ax.plot(lengths[:, e], label=f"{JOINT_NAMES[a]}-{JOINT_NAMES[b]}", linewidth=1,
+                linestyle="-" if bone_side((a, b)) != "right" else "--")
+    ax.set_xlabel("frame")
+    ax.set_ylabel("length / median" if relative else "length")
+    ax.legend(fontsize=6, ncol=3, loc="best")
+    if title:
+        ax.set_title(title)
+    return fig

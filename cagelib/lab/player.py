@@ -1,0 +1,241 @@
+"""Animation widget: several skeletons side by side, played frame by frame in a notebook.
+
+``render_frame`` is the pure drawing function (sequences + frame index -> Figure); ``SkeletonRenderer``
+keeps one figure and moves its artists, which is what the player uses to stay fast. ``SkeletonPlayer``
+wraps it in ipywidgets (play/pause, frame slider, speed, optional sample picker) and shows each frame
+as PNG bytes in a ``widgets.Image``: no interactive matplotlib backend needed, and it works headless.
+``ambiguity_player`` is the paper's Figure 3 (one gait under the contrastive views and the ambiguity
+transform) with the transform parameters as widgets.
+
+Axis limits are computed once over all frames (no jumping camera). By default the camera follows the
+walker (``follow_root=True`` removes the root's horizontal track; set False to see the walking path,
+at the price of a small skeleton for long clips). Sequences of different lengths:
+a sequence's valid length is its last non-zero frame (E-Gait zero padding); past it the panel holds
+its last frame and says "ended" (``ended="hold"``) or is hidden (``ended="hide"``).
+"""
+from __future__ import annotations
+
+import io
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from ..methods.augment import Shear, SpeedDown, SpeedUp, contrastive_views, make_generator
+from .skeleton_plots import (VIEWS, bone_segments, draw_skeleton, follow_root_track, joint_points, new_axes,
+                             sequence_length, set_limits, skeleton_limits)
+
+ENDED_MODES = ("hold", "hide")
+SampleFn = Callable[[int], tuple[Sequence[np.ndarray], Sequence[str]]]
+
+
+def _as_sequences(sequences) -> list[np.ndarray]:
+    single = hasattr(sequences, "shape") and len(sequences.shape) == 3  # one (T, 16, 3) array or tensor
+    sequences = [np.asarray(s, dtype=np.float64) for s in ([sequences] if single else sequences)]
+    for i, s in enumerate(sequences):
+        if s.ndim != 3 or s.shape[1:] != (16, 3):
+            raise ValueError(f"sequence {i} must have shape (T, 16, 3), got {s.shape}")
+    if not sequences:
+        raise ValueError("no sequences to draw")
+    return sequences
+
+
+def _set_line_data(line, coords: tuple[np.ndarray, ...]) -> None:
+    if len(coords) == 3:
+        line.set_data_3d(*coords)  # a 3-D line (mpl_toolkits Line3D)
+    else:
+        line.set_data(*coords)
+
+
+class SkeletonRenderer:
+    """One matplotlib Figure with a panel per sequence; ``update(t)`` moves the artists to frame ``t``."""
+
+    def __init__(self, sequences, titles: Sequence[str] | None = None, view: str = "3d",
+                 shared_limits: bool = True, follow_root: bool = True, ended: str = "hold",
+                 panel_size: float = 3.0, dpi: int = 80, elev: float = 15.0, azim: float = -70.0):
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        if view not in VIEWS or ended not in ENDED_MODES:
+            raise ValueError(f"view must be one of {VIEWS} and ended one of {ENDED_MODES}, got {view!r}, {ended!r}")
+        self.sequences = _as_sequences(sequences)
+        if follow_root:
+            self.sequences = [follow_root_track(s) for s in self.sequences]
+        self.titles = list(titles) if titles is not None else [f"sequence {i}" for i in range(len(self.sequences))]
+        if len(self.titles) != len(self.sequences):
+            raise ValueError(f"{len(self.titles)} titles for {len(self.sequences)} sequences")
+        self.view, self.ended, self.dpi = view, ended, dpi
+        self.lengths = [max(sequence_length(s), 1) for s in self.sequences]
+        self.num_frames = max(self.lengths)
+        # Limits once, over every valid frame: the camera never moves during playback.
+        self.limits = ([skeleton_limits(self.sequences)] * len(self.sequences) if shared_limits
+                       else [skeleton_limits([s]) for s in self.sequences])
+        self.figure = Figure(figsize=(panel_size * len(self.sequences), panel_size + 0.3), dpi=dpi)
+        FigureCanvasAgg(self.figure)
+        self.panels = []
+        for i, (seq, lim) in enumerate(zip(self.sequences, self.limits)):
+            ax = new_axes(view, self.figure, (1, len(self.sequences), i + 1), elev=elev, azim=azim)
+            artists = draw_skeleton(ax, seq[0], view)
+            set_limits(ax, lim, view)
+            if view == "3d":
+                for axis in (ax.xaxis, ax.yaxis, ax.zaxis):
+                    axis.set_ticklabels([])
+            self.panels.append(artists)
+        self.frame_index = -1
+        self.update(0)
+
+    def update(self, frame_index: int):
+        """Move every panel to ``frame_index`` (clamped to the longest sequence); returns the Figure."""
+        t = int(np.clip(frame_index, 0, self.num_frames - 1))
+        for seq, length, title, artists in zip(self.sequences, self.lengths, self.titles, self.panels):
+            ended = t >= length
+            frame = seq[min(t, length - 1)]  # (16, 3)
+            for line, seg in zip(artists["bones"], bone_segments(frame, self.view)):
+                _set_line_data(line, seg)
+            _set_line_data(artists["joints"], joint_points(frame, self.view))
+            visible = not (ended and self.ended == "hide")
+            for artist in artists["bones"] + [artists["joints"]]:
+                artist.set_visible(visible)
+                artist.set_alpha(0.35 if ended else 1.0)
+            status = "ended" if ended else f"{t + 1}/{length}"
+            artists["axes"].set_title(f"{title}\n{status}", fontsize=9)
+        self.frame_index = t
+        return self.figure
+
+    def png(self, frame_index: int) -> bytes:
+        """PNG bytes of ``frame_index``."""
+        self.update(frame_index)
+        buf = io.BytesIO()
+        self.figure.savefig(buf, format="png", dpi=self.dpi)
+        return buf.getvalue()
+
+
+def render_frame(sequences, titles: Sequence[str] | None = None, frame_index: int = 0, **kwargs):
+    """Several skeletons ``[(T_i, 16, 3)]`` side by side at ``frame_index``: a new matplotlib Figure.
+    ``kwargs`` go to :class:`SkeletonRenderer` (view, shared_limits, follow_root, ended, ...)."""
+    return SkeletonRenderer(sequences, titles, **kwargs).update(frame_index)
+
+
+class SkeletonPlayer:
+    """ipywidgets player: play/pause, frame slider, playback speed, optional sample picker.
+
+    ``sample_fn(index) -> (sequences, titles)`` with ``num_samples`` (or ``sample_names``) adds a picker;
+    then ``sequences`` may be None (sample 0 is shown). Display ``player.widget`` (or the player itself).
+    Frames are rendered in the kernel, so playback runs at the rendering speed when that is slower
+    than ``fps``; rendered frames are cached per sample.
+    """
+
+    SPEEDS = (0.25, 0.5, 1.0, 2.0)
+
+    def __init__(self, sequences=None, titles: Sequence[str] | None = None, fps: float = 30.0,
+                 sample_fn: SampleFn | None = None, num_samples: int | None = None,
+                 sample_names: Sequence[str] | None = None, extra_controls: Sequence = (),
+                 cache: bool = True, **render_kwargs):
+        import ipywidgets as widgets
+
+        if sequences is None:
+            if sample_fn is None:
+                raise ValueError("give sequences, or a sample_fn to pick them")
+            sequences, titles = sample_fn(0)
+        self.fps, self.cache, self.render_kwargs, self.sample_fn = fps, cache, render_kwargs, sample_fn
+        self._pngs: dict[int, bytes] = {}
+        self.renderer = SkeletonRenderer(sequences, titles, **render_kwargs)
+        last = self.renderer.num_frames - 1
+        self.play = widgets.Play(value=0, min=0, max=last, step=1, interval=self._interval(1.0),
+                                 description="play")
+        self.frame_slider = widgets.IntSlider(value=0, min=0, max=last, description="frame",
+                                              continuous_update=True)
+        widgets.link((self.play, "value"), (self.frame_slider, "value"))  # kernel-side: also works headless
+        self.speed = widgets.Dropdown(options=[(f"{s:g}x", s) for s in self.SPEEDS], value=1.0,
+                                      description="speed", layout=widgets.Layout(width="150px"))
+        self.speed.observe(lambda change: setattr(self.play, "interval", self._interval(change["new"])), "value")
+        self.image = widgets.Image(value=self.frame_png(0), format="png")
+        self.frame_slider.observe(lambda change: self.show(change["new"]), "value")
+        controls = [self.play, self.frame_slider, self.speed]
+        self.sample_picker = None
+        if sample_fn is not None:
+            if sample_names is not None:
+                self.sample_picker = widgets.Dropdown(options=[(n, i) for i, n in enumerate(sample_names)],
+                                                      value=0, description="sample")
+            elif num_samples is not None:
+                self.sample_picker = widgets.IntSlider(value=0, min=0, max=num_samples - 1, description="sample")
+            else:
+                raise ValueError("a sample_fn needs num_samples or sample_names")
+            self.sample_picker.observe(lambda change: self.load(*sample_fn(change["new"])), "value")
+            controls.insert(0, self.sample_picker)
+        rows = [widgets.HBox(controls)] + ([widgets.HBox(list(extra_controls))] if extra_controls else [])
+        self.widget = widgets.VBox(rows + [self.image])
+
+    def _interval(self, speed: float) -> int:
+        return max(1, int(round(1000.0 / (self.fps * speed))))
+
+    def frame_png(self, frame_index: int) -> bytes:
+        """PNG of a frame of the current sequences (cached when ``cache``)."""
+        if frame_index not in self._pngs:
+            png = self.renderer.png(frame_index)
+            if not self.cache:
+                return png
+            self._pngs[frame_index] = png
+        return self._pngs[frame_index]
+
+    def show(self, frame_index: int) -> None:
+        """Draw ``frame_index`` into the image (the slider calls this)."""
+        self.image.value = self.frame_png(frame_index)
+
+    def load(self, sequences, titles: Sequence[str] | None = None) -> None:
+        """Replace the sequences (new renderer, new limits), keeping the frame index where possible."""
+        self.renderer = SkeletonRenderer(sequences, titles, **self.render_kwargs)
+        self._pngs.clear()
+        last = self.renderer.num_frames - 1
+        frame = min(self.frame_slider.value, last)
+        for w in (self.play, self.frame_slider):
+            w.max = last
+        self.frame_slider.value = frame
+        self.show(frame)
+
+    def _repr_mimebundle_(self, **kwargs):
+        return self.widget._repr_mimebundle_(**kwargs)
+
+
+def ambiguity_views(x: np.ndarray, seed: int = 0, speed_up_rate: int = 4, speed_down_rate: float = 0.3,
+                    shear_amplitude: float = 0.5, shear_joint_fraction: float = 0.5, padding_ratio: int = 6,
+                    jitter_joints: int = 10) -> tuple[list[np.ndarray], list[str]]:
+    """Paper Figure 3: one gait ``(T, 16, 3)`` as the original, two contrastive views (Crop + Joint
+    Jittering), speed-up, speed-down and shear (``cagelib.methods.augment``), all from one seeded generator."""
+    batch = torch.as_tensor(np.asarray(x, dtype=np.float32))[None]  # (1, T, 16, 3)
+    generator = make_generator(seed)
+    views = contrastive_views(padding_ratio, jitter_joints)
+    transforms = [("view 1 (crop + jitter)", views), ("view 2 (crop + jitter)", views),
+                  (f"speed up r={speed_up_rate}", SpeedUp(speed_up_rate)),
+                  (f"speed down r={speed_down_rate:g}", SpeedDown(speed_down_rate)),
+                  (f"shear a={shear_amplitude:g}", Shear(shear_amplitude, shear_joint_fraction))]
+    sequences, titles = [np.asarray(x, dtype=np.float64)], ["original"]
+    for title, transform in transforms:
+        sequences.append(transform(batch, generator)[0].double().numpy())  # (T, 16, 3)
+        titles.append(title)
+    return sequences, titles
+
+
+def ambiguity_player(x: np.ndarray, seed: int = 0, speed_up_rate: int = 4, speed_down_rate: float = 0.3,
+                     shear_amplitude: float = 0.5, fps: float = 30.0, **render_kwargs) -> SkeletonPlayer:
+    """Figure 3 as a player; seed, speed-up rate, speed-down rate and shear amplitude are widgets.
+    Panels have their own limits (a jittered view can be far larger than the original)."""
+    import ipywidgets as widgets
+
+    controls = {
+        "seed": widgets.IntText(value=seed, description="seed", layout=widgets.Layout(width="150px")),
+        "speed_up_rate": widgets.Dropdown(options=[2, 4, 8], value=speed_up_rate, description="speed up r"),
+        "speed_down_rate": widgets.FloatSlider(value=speed_down_rate, min=0.05, max=1.0, step=0.05,
+                                               description="speed down r"),
+        "shear_amplitude": widgets.FloatSlider(value=shear_amplitude, min=0.0, max=1.0, step=0.05,
+                                               description="shear"),
+    }
+
+    def views():
+        return ambiguity_views(x, **{name: w.value for name, w in controls.items()})
+
+    render_kwargs.setdefault("shared_limits", False)
+    player = SkeletonPlayer(*views(), fps=fps, extra_controls=list(controls.values()), **render_kwargs)
+    for w in controls.values():
+        w.observe(lambda change: player.load(*views()), "value")
+    return player

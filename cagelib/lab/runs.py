@@ -1,0 +1,151 @@
+"""Pretraining runs under ``outputs/``: find them (any depth: notebook runs, ``make demo`` runs,
+``cagelib.lab.reproduce`` grids), read their settings, loss history and evaluation; ``find_run`` pretrains
+one when none fits only when asked (``train_if_missing=True``, as notebooks 04 and 05 do on a fresh clone).
+
+A run folder holds ``config.json``, ``metrics.jsonl``, ``checkpoint.pt`` (``cagelib.pretrain``), and when
+made by the workbench ``workbench.json`` (its ``RunSettings``) and, once evaluated, ``evaluation.json``
+(``cagelib.lab.evaluation``). Runs are listed newest first (by the time their files were last written).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..data.tasks import TaskConfig
+from ..methods.encoders import AGCNConfig
+from .settings import (EVALUATION_FILE, SETTINGS_FILE, RunSettings, outputs_dir, pretrain_run, read_json,
+                       resolve_path)
+from .tables import results_table
+
+
+@dataclass
+class Run:
+    """A pretraining run found under ``outputs/``."""
+
+    path: Path  # the run folder
+    config: dict  # config.json (cagelib.pretrain.config.PretrainConfig as a dict)
+    settings: dict | None  # workbench.json's RunSettings; None for runs made elsewhere (e.g. make demo)
+    history: list = field(default_factory=list, repr=False)  # metrics.jsonl, one dict per epoch
+    evaluation: dict | None = field(default=None, repr=False)  # evaluation.json (cagelib.lab.evaluation)
+
+    @property
+    def method(self) -> str:
+        return self.config["contrast"]["method"]
+
+    @property
+    def variant(self) -> str:
+        """``RunSettings.variant`` (method and non-default ambiguity speed); the method for other runs."""
+        return RunSettings.from_dict(self.settings).variant if self.settings else self.method
+
+    @property
+    def encoder(self) -> str:
+        """``"small"`` / ``"paper"`` (the A-GCN sizes of ``RunSettings``) or ``"custom"``."""
+        model = AGCNConfig(**self.config["model"])
+        return next((name for name, ref in (("small", AGCNConfig.small()), ("paper", AGCNConfig()))
+                     if asdict(ref) == asdict(model)), "custom")
+
+    @property
+    def seed(self) -> int:
+        return int(self.config["seed"])
+
+    @property
+    def complete(self) -> bool:
+        return len(self.history) >= int(self.config["epochs"]) and (self.path / "checkpoint.pt").is_file()
+
+    @property
+    def modified(self) -> float:
+        return max((self.path / n).stat().st_mtime for n in ("config.json", "metrics.jsonl", "checkpoint.pt")
+                   if (self.path / n).exists())
+
+    def task_config(self) -> TaskConfig:
+        """The windows the run was pretrained on (``TaskConfig()`` for a run without workbench.json)."""
+        return RunSettings.from_dict(self.settings).task_config() if self.settings else TaskConfig()
+
+    def row(self, outputs: Path | None = None) -> dict:
+        """A summary row: name, method, seed, epochs, encoder, final loss and evaluated top-1 (mean over folds)."""
+        name = str(self.path.relative_to(outputs)) if outputs and self.path.is_relative_to(outputs) else str(self.path)
+        row = {"run": name, "method": self.variant, "seed": self.seed,
+               "epochs": f"{len(self.history)}/{self.config['epochs']}",
+               "encoder": self.encoder,
+               "final loss": self.history[-1]["loss"] if self.history else None}
+        for protocol, res in ((self.evaluation or {}).get("results") or {}).items():
+            row[protocol] = res["aggregate"]["top1_mean"]
+        return row
+
+
+def load_run(path: str | os.PathLike) -> Run:
+    """Read a run folder (``config.json`` is required)."""
+    path = resolve_path(path)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{path / 'config.json'} not found: is {path} a pretraining run folder?")
+    metrics = path / "metrics.jsonl"
+    history = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()] if metrics.is_file() else []
+    settings = read_json(path / SETTINGS_FILE)["settings"] if (path / SETTINGS_FILE).is_file() else None
+    evaluation = read_json(path / EVALUATION_FILE) if (path / EVALUATION_FILE).is_file() else None
+    return Run(path, read_json(path / "config.json"), settings, history, evaluation)
+
+
+def list_runs(outputs: str | os.PathLike | None = "", method: str | None = None, complete: bool | None = None,
+              settings: RunSettings | None = None) -> list[Run]:
+    """Runs under ``outputs`` (any depth), newest first; filtered by method, completeness and settings."""
+    root = outputs_dir(outputs)
+    runs = []
+    for config in sorted(root.rglob("config.json")) if root.is_dir() else []:
+        try:
+            run = load_run(config.parent)
+            run.method  # noqa: B018 (a config.json of something else has no contrast method)
+        except (ValueError, KeyError, TypeError):
+            continue
+        if method is not None and run.method != method:
+            continue
+        if complete is not None and run.complete != complete:
+            continue
+        if settings is not None and not (run.settings and settings.matches(run.settings)):
+            continue
+        runs.append(run)
+    return sorted(runs, key=lambda r: r.modified, reverse=True)
+
+
+def latest_run(outputs: str | os.PathLike | None = "", method: str | None = None,
+               settings: RunSettings | None = None) -> Run | None:
+    """The newest complete run (of ``method``, or with exactly ``settings``), or None."""
+    runs = list_runs(outputs, method, complete=True, settings=settings)
+    return runs[0] if runs else None
+
+
+def ensure_run(settings: RunSettings, outputs: str | os.PathLike | None = "", progress: bool = True,
+               train_if_missing: bool = False) -> Path:
+    """The newest complete run with ``settings``. Without one: a FileNotFoundError saying how to make it,
+    or, with ``train_if_missing=True``, it is pretrained first (printed, so a notebook shows it)."""
+    found = latest_run(outputs, settings=settings)
+    if found is not None:
+        return found.path
+    if not train_if_missing:
+        raise FileNotFoundError(f"no complete run with {settings} under {outputs_dir(outputs)}: run notebook "
+                                "03_pretrain with these settings, or pass train_if_missing=True")
+    print(f"No complete run with these settings under {outputs_dir(outputs)}: pretraining one now ({settings})")
+    return pretrain_run(settings, outputs=outputs, progress=progress).run_dir
+
+
+def find_run(method: str, outputs: str | os.PathLike | None = "", device: str = "auto", progress: bool = True,
+             train_if_missing: bool = False) -> Path:
+    """The newest complete run of ``method`` (any settings). Without one: a FileNotFoundError naming the
+    missing run and how to make it, or, with ``train_if_missing=True``, a default-sized ``RunSettings``
+    run is pretrained first and says so (notebooks 04 and 05 pass it, so they run on a fresh clone)."""
+    found = latest_run(outputs, method)
+    if found is not None:
+        return found.path
+    if not train_if_missing:
+        raise FileNotFoundError(f"no complete {method!r} run under {outputs_dir(outputs)}: run notebook 03_pretrain "
+                                f"with method={method!r}, or pass train_if_missing=True")
+    return ensure_run(RunSettings(method=method, device=device), outputs, progress, train_if_missing=True)
+
+
+def runs_table(outputs: str | os.PathLike | None = "", method: str | None = None) -> str:
+    """Markdown table of the runs under ``outputs`` (newest first) with the top-1 % (mean over folds) of
+    each protocol of their last evaluation."""
+    root = outputs_dir(outputs)
+    rows = [run.row(root) for run in list_runs(outputs, method)]
+    return results_table(rows) if rows else f"(no runs under {root})\n"

@@ -1,0 +1,322 @@
+"""The CAGE contrastive model: GE-CLR (Eq. 2), ACL memory banks HSMB / ASMB / CSMB (Eq. 5-8), C3L (Eq. 10-11).
+
+Structure follows MoCo (facebookresearch/moco ``builder.py``): per coordinate stream a query network
+``f`` (encoder + projection head, trained by SGD), a momentum copy ``f^`` (no gradient, updated as
+``theta^ <- m theta^ + (1 - m) theta``) and a FIFO memory bank of the momentum keys.
+
+One training step on a Cartesian batch ``x`` (N, T, V, 3):
+
+    S, S^ = T(x), T(x)                 two augmented views (Crop + Joint Jittering), in Cartesian
+    S~    = T~(x)                      ambiguity view (speed change + shear), only when ACL is on
+    per stream s (Cartesian: the views as they are; Spherical: spherical_coordinates of the same views)
+        z = f_s(S), z^ = f^_s(S^), z~ = f^_s(S~)          all L2-normalised (N, D)
+        none         L_s = InfoNCE(z^, z, N_s)              Eq. 2   (GE-CLR)
+        hybrid       L_s = InfoNCE(z^, z, N_s u z~)         Eq. 5-6 (HSMB), z~ enqueued beside z^
+        ambiguity    L_s = InfoNCE(z^, z, z~)               Eq. 7   (ASMB), the bank is this batch's z~
+        cooperation  L_s = Eq. 2 + Eq. 7                    Eq. 8   (CSMB)
+    L = l1 L_C + l2 L_S + L_C<->S                                    Eq. 10-11 (C3L)
+
+Decisions (``docs/decisions.md``, "Contrastive method"): ambiguity samples are embedded by the momentum
+encoder without gradient ("Ambiguity samples are embedded by the momentum encoder"); L_Positive (Eq. 7)
+contrasts the query with its key against the whole batch's ambiguity features, the sample's own included
+("Ambiguity samples are negatives, the sample's own included"); C<->S defaults to "Cartesian guides
+Spherical" with a positive and negatives from one key space ("C3L (Eq. 10-11)"); stale copies of a
+sample's own key are masked out of its negatives ("Stale own keys (`mask_own_keys=True`, default)").
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, fields
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..coordinates import PHI_MODES, spherical_coordinates
+from .augment import AmbiguityTransform, contrastive_views
+from .encoders import ProjectionHead
+from .losses import MemoryBank, contrastive_cross_entropy, info_nce, info_nce_logits, positive_accuracy
+
+__all__ = ["ContrastConfig", "CAGE", "MemoryBank", "info_nce", "STREAMS", "BANK_MODES", "CROSS_MODES", "PRESETS"]
+
+STREAMS = ("cartesian", "spherical")
+BANK_MODES = ("none", "hybrid", "ambiguity", "cooperation")
+CROSS_MODES = ("cartesian_guides_spherical", "paper_literal", "symmetric", "none")
+# The fields that define a method; a preset fills those left as None.
+PRESETS: dict[str, dict] = {
+    "geclr": dict(streams=("cartesian",), bank_mode="none", cross_coordinate="none"),
+    "hsmb": dict(streams=("cartesian",), bank_mode="hybrid", cross_coordinate="none"),
+    "asmb": dict(streams=("cartesian",), bank_mode="ambiguity", cross_coordinate="none"),
+    "csmb": dict(streams=("cartesian",), bank_mode="cooperation", cross_coordinate="none"),
+    "c3l": dict(streams=STREAMS, bank_mode="none", cross_coordinate="cartesian_guides_spherical"),
+    "cage": dict(streams=STREAMS, bank_mode="cooperation", cross_coordinate="cartesian_guides_spherical"),
+    "spherical": dict(streams=("spherical",), bank_mode="none", cross_coordinate="none"),
+    "spherical_acl": dict(streams=("spherical",), bank_mode="cooperation", cross_coordinate="none"),
+}
+
+
+@dataclass
+class ContrastConfig:
+    method: str = "geclr"  # preset name (PRESETS) or "custom"; fills streams/bank_mode/cross_coordinate left None
+    streams: tuple | None = None  # coordinate streams: ("cartesian",), ("spherical",) or both
+    bank_mode: str | None = None  # "none" (GE-CLR) | "hybrid" (HSMB) | "ambiguity" (ASMB) | "cooperation" (CSMB)
+    cross_coordinate: str | None = None  # C<->S loss (Eq. 10), one of CROSS_MODES; needs both streams
+    ambiguity_speed: str = "up"  # ambiguity transform speed change: "up" (keep every r-th frame) or "down"
+    speed_up_rate: int = 4  # r of the speed-up ambiguity (paper: 4 of {2, 4, 8})
+    speed_down_rate: float = 0.3  # r of the speed-down ambiguity (paper: 0.3 of (0, 1))
+    queue_size: int = 2048  # memory bank size K (paper: 2,048)
+    momentum: float = 0.999  # momentum m of the key encoders
+    temperature: float = 0.07  # InfoNCE temperature tau
+    feature_dim: int = 128  # projected, L2-normalised feature size D
+    projection_hidden_dim: int | None = None  # hidden width of the MLP head; None = encoder out_dim (AimCLR)
+    lambda_cartesian: float = 1.0  # l1 of Eq. 11
+    lambda_spherical: float = 1.0  # l2 of Eq. 11
+    ambiguity_enqueue: str | int = "all"  # HSMB: ambiguity features enqueued per step: "all" (batch) or a count
+    mask_own_keys: bool = True  # drop stale keys of a sample's own from its negatives (False = plain MoCo)
+    phi_mode: str = "unwrapped"  # azimuth handling of the spherical stream (cagelib.coordinates)
+
+    def __post_init__(self) -> None:
+        if self.method not in PRESETS and self.method != "custom":
+            raise ValueError(f"ContrastConfig: unknown method {self.method!r}; use one of "
+                             f"{sorted(PRESETS)} or 'custom'")
+        for name, value in PRESETS[self.method if self.method in PRESETS else "geclr"].items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        self.streams = tuple(self.streams)
+        if not self.streams or len(set(self.streams)) != len(self.streams) or set(self.streams) - set(STREAMS):
+            raise ValueError(f"ContrastConfig: streams must be distinct names from {STREAMS}, got {self.streams}")
+        self.streams = tuple(s for s in STREAMS if s in self.streams)  # canonical order
+        _check_choice("bank_mode", self.bank_mode, BANK_MODES)
+        _check_choice("cross_coordinate", self.cross_coordinate, CROSS_MODES)
+        _check_choice("ambiguity_speed", self.ambiguity_speed, ("up", "down"))
+        _check_choice("phi_mode", self.phi_mode, PHI_MODES)
+        if self.cross_coordinate != "none" and len(self.streams) != 2:
+            raise ValueError(f"ContrastConfig: cross_coordinate={self.cross_coordinate!r} needs both streams, "
+                             f"got {self.streams}")
+        if not (0.0 <= self.momentum <= 1.0) or self.temperature <= 0 or self.queue_size < 1:
+            raise ValueError("ContrastConfig: need 0 <= momentum <= 1, temperature > 0, queue_size >= 1")
+        if not (isinstance(self.ambiguity_enqueue, int) and self.ambiguity_enqueue >= 0) \
+                and self.ambiguity_enqueue != "all":
+            raise ValueError(f"ContrastConfig: ambiguity_enqueue must be 'all' or a count >= 0, "
+                             f"got {self.ambiguity_enqueue!r}")
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> "ContrastConfig":
+        """The configuration of a method of the paper's ablations (``PRESETS``), with overrides."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
+        return cls(method=name, **overrides)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ContrastConfig":
+        """Inverse of ``dataclasses.asdict`` (JSON turns tuples into lists)."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"ContrastConfig: unknown fields {sorted(unknown)}")
+        return cls(**d)
+
+    @property
+    def uses_ambiguity(self) -> bool:
+        return self.bank_mode != "none"
+
+    @property
+    def uses_bank(self) -> bool:
+        """ASMB keeps no persistent bank: its negatives are the current batch's ambiguity features."""
+        return self.bank_mode != "ambiguity"
+
+
+def _check_choice(name: str, value, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"ContrastConfig: {name} must be one of {choices}, got {value!r}")
+
+
+class ContrastBranch(nn.Module):
+    """Encoder followed by the projection head; returns L2-normalised float32 features ``(N, D)``.
+
+    ``autocast_dtype`` (set by ``cagelib.pretrain.fast``; default None = float32): run encoder and head under
+    ``torch.autocast`` on the input's device type; the output is cast to float32 before normalising.
+    """
+
+    def __init__(self, encoder: nn.Module, head: nn.Module):
+        super().__init__()
+        self.encoder, self.head = encoder, head
+        self.autocast_dtype: torch.dtype | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.autocast_dtype is None:
+            return F.normalize(self.head(self.encoder(x)), dim=1)  # (N, T, V, C) -> (N, D)
+        with torch.autocast(x.device.type, dtype=self.autocast_dtype, cache_enabled=False):  # graph-safe
+            h = self.head(self.encoder(x))  # (N, D) in autocast_dtype
+        return F.normalize(h.float(), dim=1)
+
+
+class CAGE(nn.Module):
+    """MoCo-style contrastive model over one or two coordinate streams (see the module docstring).
+
+    ``encoder_factory()`` must return a fresh encoder ``(N, T, V, 3) -> (N, out_dim)`` with an ``out_dim``
+    attribute (``cagelib.methods.encoders.AGCN``); it is called once per stream. ``augment`` and ``ambiguity`` are
+    callables ``aug(x, generator) -> x`` on Cartesian batches; defaults: ``augment.contrastive_views()``
+    and ``augment.AmbiguityTransform`` built from the config. The ambiguity transform is applied to the
+    raw batch (the third view of Fig. 2), not to an augmented view. ``gather`` (distributed training,
+    ``cagelib.pretrain.distributed``): maps a per-process tensor to its concatenation over all processes; it is
+    applied to keys, their sample ids and ambiguity features before they enter a bank or serve as
+    negatives. Default: identity (one process).
+    """
+
+    def __init__(self, config: ContrastConfig, encoder_factory: Callable[[], nn.Module],
+                 augment: Callable | None = None, ambiguity: Callable | None = None,
+                 gather: Callable[[torch.Tensor], torch.Tensor] | None = None):
+        super().__init__()
+        self.config = config
+        self.gather = gather if gather is not None else _identity
+        self.augment = augment if augment is not None else contrastive_views()
+        if ambiguity is None and config.uses_ambiguity:
+            ambiguity = AmbiguityTransform(
+                speed=config.ambiguity_speed, speed_up_rate=config.speed_up_rate,
+                speed_down_rate=config.speed_down_rate)
+        self.ambiguity = ambiguity
+        self.query_nets, self.momentum_nets, self.memory_banks = nn.ModuleDict(), nn.ModuleDict(), nn.ModuleDict()
+        for stream in config.streams:
+            encoder = encoder_factory()
+            if not hasattr(encoder, "out_dim"):
+                raise TypeError("encoder_factory() must return a module with an `out_dim` attribute")
+            hidden = config.projection_hidden_dim or encoder.out_dim
+            head = ProjectionHead(encoder.out_dim, hidden_dim=hidden, out_dim=config.feature_dim)
+            self.query_nets[stream] = ContrastBranch(encoder, head)
+            momentum_net = copy.deepcopy(self.query_nets[stream])  # f^ starts as a copy of f
+            momentum_net.requires_grad_(False)
+            self.momentum_nets[stream] = momentum_net
+            if config.uses_bank:
+                self.memory_banks[stream] = MemoryBank(config.queue_size, config.feature_dim)
+
+    def encoders(self) -> dict[str, nn.Module]:
+        """Stream name -> its query encoder (without the projection head), for evaluation: the method
+        interface of ``cagelib.methods.registry``."""
+        return {stream: net.encoder for stream, net in self.query_nets.items()}
+
+    @torch.no_grad()
+    def momentum_update(self) -> None:
+        """theta^ <- m theta^ + (1 - m) theta for every stream, fused over all parameters."""
+        m = self.config.momentum
+        key_params = [p for net in self.momentum_nets.values() for p in net.parameters()]
+        query_params = [p.detach() for net in self.query_nets.values() for p in net.parameters()]
+        torch._foreach_mul_(key_params, m)
+        torch._foreach_add_(key_params, query_params, alpha=1.0 - m)
+
+    def _to_stream(self, x: torch.Tensor, stream: str) -> torch.Tensor:
+        return x if stream == "cartesian" else spherical_coordinates(x, phi_mode=self.config.phi_mode)
+
+    def _negatives(self, stream: str, ambiguity: dict, sample_ids) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Negatives ``(K, D)`` and drop-mask ``(N or 1, K)`` of the stream's main loss (Eq. 2, 5-6 or 7)."""
+        cfg = self.config
+        if cfg.bank_mode == "ambiguity":  # ASMB: the bank is this batch's z~ only (size N), Eq. 7
+            return ambiguity[stream], None
+        bank = self.memory_banks[stream]
+        mask = bank.negative_mask(sample_ids, mask_own=cfg.mask_own_keys)  # (N or 1, K)
+        if cfg.bank_mode != "hybrid":  # a copy: the bank is overwritten in place before backward
+            return bank.features.clone(), mask
+        z_tilde = ambiguity[stream]  # HSMB: N~ = bank u z~ (Eq. 5)
+        keep = torch.zeros(mask.shape[0], z_tilde.shape[0], dtype=torch.bool, device=mask.device)
+        return torch.cat([bank.features, z_tilde.to(bank.features.dtype)]), torch.cat([mask, keep], dim=1)
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator,
+                sample_ids: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """One contrastive step on a Cartesian batch ``x`` (N, T, V, 3).
+
+        ``sample_ids`` (N,): dataset index of each row, used to mask a sample's own stale keys and stored
+        in the banks. In training mode the momentum encoders are updated first (as MoCo) and the keys are
+        enqueued after the loss; in eval mode the banks and momentum encoders are left untouched.
+        Returns ``loss`` (with gradient) and detached components: ``loss_<stream>``, ``loss_base``,
+        ``loss_positive``, ``loss_cross`` (when present), ``acc`` (top-1 of the positive in the main
+        loss, mean over streams) and ``negatives`` (unmasked negatives per query, mean over streams).
+        """
+        cfg = self.config
+        if x.dim() != 4 or x.shape[-1] != 3:
+            raise ValueError(f"CAGE expects a Cartesian batch (N, T, V, 3), got {tuple(x.shape)}")
+        if self.training:
+            self.momentum_update()
+        view_query = self.augment(x, generator)  # S  (N, T, V, 3)
+        view_key = self.augment(x, generator)  # S^ (N, T, V, 3)
+        view_ambiguity = self.ambiguity(x, generator) if cfg.uses_ambiguity else None  # S~
+
+        queries, keys, ambiguity = {}, {}, {}
+        for stream in cfg.streams:
+            queries[stream] = self.query_nets[stream](self._to_stream(view_query, stream))  # z (N, D)
+            with torch.no_grad():
+                keys[stream] = self.momentum_nets[stream](self._to_stream(view_key, stream))  # z^ (N, D)
+                if view_ambiguity is not None:  # z~ from the momentum encoder, no gradient
+                    ambiguity[stream] = self.momentum_nets[stream](self._to_stream(view_ambiguity, stream))
+        # z~ only ever serve as negatives: use every process's (identity on one process)
+        ambiguity = {stream: self.gather(z_tilde) for stream, z_tilde in ambiguity.items()}
+
+        out: dict[str, torch.Tensor] = {}
+        total, accs, counts = 0.0, [], []
+        weights = {"cartesian": cfg.lambda_cartesian, "spherical": cfg.lambda_spherical}
+        # each stream's negatives and mask, built once and shared by the main and cross-coordinate losses
+        bank_negatives = {stream: self._negatives(stream, ambiguity, sample_ids) for stream in cfg.streams}
+        for stream in cfg.streams:
+            negatives, mask = bank_negatives[stream]
+            logits = info_nce_logits(queries[stream], keys[stream], negatives, cfg.temperature, mask)
+            main = contrastive_cross_entropy(logits)  # Eq. 2, 6 or 7
+            stream_loss = main
+            accs.append(positive_accuracy(logits))
+            counts.append(torch.isfinite(logits[:, 1:]).sum(dim=1).float().mean())
+            part = "loss_positive" if cfg.bank_mode == "ambiguity" else "loss_base"
+            out[part] = out.get(part, 0.0) + main.detach()
+            if cfg.bank_mode == "cooperation":  # Eq. 8: L_Base + L_Positive, L_Positive as Eq. 7
+                positive = info_nce(queries[stream], keys[stream], ambiguity[stream], cfg.temperature)
+                stream_loss = stream_loss + positive
+                out["loss_positive"] = out.get("loss_positive", 0.0) + positive.detach()
+            out[f"loss_{stream}"] = stream_loss.detach()
+            total = total + weights[stream] * stream_loss
+
+        if cfg.cross_coordinate != "none":
+            cross = self._cross_loss(queries, keys, bank_negatives)
+            out["loss_cross"] = cross.detach()
+            total = total + cross
+        out["loss"] = total
+        out["acc"] = torch.stack(accs).mean()
+        out["negatives"] = torch.stack(counts).mean()
+
+        if self.training:  # dequeue-and-enqueue after the loss, as MoCo
+            self._enqueue(keys, ambiguity, sample_ids)
+        return out
+
+    def _cross_loss(self, queries, keys, bank_negatives) -> torch.Tensor:
+        """L_C<->S (Eq. 10): the spherical query against the Cartesian key (and the reverse if symmetric).
+        ``bank_negatives``: stream -> (negatives, mask) from :meth:`_negatives`."""
+        mode, t = self.config.cross_coordinate, self.config.temperature
+
+        def direction(query_stream: str, key_stream: str, bank_stream: str) -> torch.Tensor:
+            negatives, mask = bank_negatives[bank_stream]
+            return info_nce(queries[query_stream], keys[key_stream], negatives, t, mask)
+
+        if mode == "cartesian_guides_spherical":  # positive and negatives from the Cartesian key space
+            return direction("spherical", "cartesian", "cartesian")
+        if mode == "paper_literal":  # Eq. 10 as written: Cartesian positive, spherical bank N^S
+            return direction("spherical", "cartesian", "spherical")
+        # symmetric: both consistent directions, averaged
+        return 0.5 * (direction("spherical", "cartesian", "cartesian")
+                      + direction("cartesian", "spherical", "spherical"))
+
+    @torch.no_grad()
+    def _enqueue(self, keys, ambiguity, sample_ids) -> None:
+        cfg = self.config
+        if not cfg.uses_bank:
+            return
+        if sample_ids is not None:
+            sample_ids = self.gather(sample_ids)
+        for stream in cfg.streams:
+            bank = self.memory_banks[stream]
+            bank.enqueue(self.gather(keys[stream]), sample_ids)  # every process's keys, as MoCo
+            if cfg.bank_mode == "hybrid":  # Eq. 5: z~ enter the queue beside the keys, with unknown ids
+                z_tilde = ambiguity[stream]
+                count = z_tilde.shape[0] if cfg.ambiguity_enqueue == "all" else min(cfg.ambiguity_enqueue,
+                                                                                      z_tilde.shape[0])
+                bank.enqueue(z_tilde[:count])
+
+
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x

@@ -1,0 +1,56 @@
+"""The pretraining methods, by name: what notebooks, the demo and the batch grid list and build.
+
+A method is an ``nn.Module`` with
+
+- ``forward(batch, generator, sample_ids) -> dict``: one self-supervised step on a Cartesian batch
+  ``(N, T, V, 3)``, drawing its randomness from ``generator``; ``sample_ids`` ``(N,)`` are the dataset
+  indices of the rows (or None). The dict holds ``loss`` (a scalar with gradient) and detached metrics
+  (``acc``, ``loss_*``); ``cagelib.pretrain`` sums them per epoch.
+- ``encoders() -> dict[str, nn.Module]``: stream name (``"cartesian"``, ``"spherical"``) -> the encoder
+  that evaluation probes, ``(N, T, V, C) -> (N, F)``.
+
+A builder takes the pretraining configuration (``cagelib.pretrain.config.PretrainConfig``: it reads
+``config.contrast`` and ``config.model``) and returns a freshly initialised method; the caller seeds the
+global RNG around it. A new method is one module in ``cagelib/methods/`` and one ``register`` line below.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from torch import nn
+
+from .cage import CAGE, PRESETS
+from .encoders import AGCN
+
+Builder = Callable[[Any], nn.Module]
+_BUILDERS: dict[str, Builder] = {}
+_UNLISTED = {"custom"}  # ContrastConfig(method="custom"): CAGE with hand-set fields, not a named method
+
+
+def register(name: str, builder: Builder) -> None:
+    """Make ``builder(config) -> method`` available as ``name`` (refuses a name already taken)."""
+    if name in _BUILDERS:
+        raise ValueError(f"method {name!r} is registered already")
+    _BUILDERS[name] = builder
+
+
+def available_methods() -> tuple[str, ...]:
+    """The names of the registered pretraining methods, in registration order."""
+    return tuple(name for name in _BUILDERS if name not in _UNLISTED)
+
+
+def build_method(config) -> nn.Module:
+    """A fresh method of ``config.contrast.method`` (seed the global RNG around this call)."""
+    name = config.contrast.method
+    if name not in _BUILDERS:
+        raise ValueError(f"unknown method {name!r}; registered: {', '.join(available_methods())}")
+    return _BUILDERS[name](config)
+
+
+def _cage(config) -> CAGE:
+    """CAGE and its ablations (the presets of ``ContrastConfig``), with A-GCN encoders."""
+    return CAGE(config.contrast, lambda: AGCN(config.model))
+
+
+for _name in (*PRESETS, "custom"):  # GE-CLR, HSMB, ASMB, CSMB, C3L, CAGE, spherical, spherical ACL (Tables 1-3)
+    register(_name, _cage)

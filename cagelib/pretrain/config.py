@@ -1,0 +1,89 @@
+"""The pretraining configuration, the paper's schedule, and the model a configuration builds.
+
+``PretrainConfig`` holds every pretraining setting with its one default; the method's own settings are
+its ``contrast`` field (``cagelib.methods.cage.ContrastConfig``), the encoder's its ``model`` field.
+The notebooks, the demo and the batch grid build it in one place: ``cagelib.lab.settings.pretrain_config``.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+import torch
+
+from ..methods.cage import PRESETS, ContrastConfig
+from ..methods.encoders import AGCNConfig
+from ..methods.registry import build_method
+from .fast import FastConfig
+
+
+def paper_schedule(method: str) -> tuple[int, tuple[int, ...]]:
+    """The paper's ``(epochs, lr milestones)``: 300 epochs (x0.1 at 150, 250) for the two-stream methods
+    (CAGE, C3L: "difficult to converge", more epochs), 200 (x0.1 at 100, 160) for the single-stream ones
+    (GE-CLR and the ACL ablations)."""
+    two_stream = len(PRESETS.get(method, {}).get("streams", ())) == 2
+    return (300, (150, 250)) if two_stream else (200, (100, 160))
+
+
+@dataclass
+class PretrainConfig:
+    epochs: int = 20  # training epochs (paper: GE-CLR 200, CAGE 300)
+    batch_size: int = 32  # mini-batch size; the last incomplete batch of an epoch is dropped (paper: 32)
+    lr: float = 0.1  # initial SGD learning rate (paper: 0.1)
+    sgd_momentum: float = 0.9  # SGD momentum (paper: 0.9)
+    weight_decay: float = 1e-4  # SGD weight decay (paper: 1e-4)
+    milestones: tuple = (10, 16)  # epochs where lr *= lr_gamma (paper: GE-CLR 100, 160; CAGE 150, 250)
+    lr_gamma: float = 0.1  # learning-rate decay factor (paper: 0.1)
+    seed: int = 0  # seeds model init, per-epoch shuffling and the augmentation generator
+    device: str = "auto"  # "auto" (CUDA if available, else CPU), "cpu", "cuda:0", ...
+    model: AGCNConfig = field(default_factory=AGCNConfig.small)  # encoder (paper: AGCNConfig())
+    contrast: ContrastConfig = field(default_factory=ContrastConfig)  # method (paper: ContrastConfig.preset("cage"))
+    run_dir: str = "outputs/pretrain"  # where config, metrics and checkpoint go
+    checkpoint_every: int = 1  # write checkpoint.pt every this many epochs (and after the last)
+    progress: bool = True  # show a tqdm progress bar
+    fast: FastConfig | None = None  # fast step (cagelib.pretrain.fast: bf16, compile, CUDA graph; CUDA only); None = train_step
+
+    def __post_init__(self) -> None:
+        self.milestones = tuple(int(m) for m in self.milestones)
+        if isinstance(self.model, dict):
+            self.model = AGCNConfig(**self.model)
+        if isinstance(self.contrast, dict):
+            self.contrast = ContrastConfig.from_dict(self.contrast)
+        if isinstance(self.fast, dict):
+            self.fast = FastConfig(**self.fast)
+        if self.epochs < 0 or self.batch_size < 1 or self.checkpoint_every < 1:
+            raise ValueError("PretrainConfig: need epochs >= 0, batch_size >= 1, checkpoint_every >= 1")
+
+    @classmethod
+    def paper(cls, method: str = "cage", **overrides) -> "PretrainConfig":
+        """The paper's settings: full A-GCN, batch 32, SGD lr 0.1, the schedule of ``paper_schedule``."""
+        epochs, milestones = paper_schedule(method)
+        base = cls(epochs=epochs, milestones=milestones, model=AGCNConfig(),
+                   contrast=ContrastConfig.preset(method), run_dir=f"outputs/{method}")
+        return replace(base, **overrides)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PretrainConfig":
+        """Inverse of ``to_dict`` (also of its JSON round trip)."""
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"PretrainConfig: unknown fields {sorted(unknown)}")
+        return cls(**d)
+
+
+@dataclass
+class PretrainResult:
+    run_dir: Path  # folder with config.json, metrics.jsonl, checkpoint.pt
+    history: list  # one metrics dict per epoch (as in metrics.jsonl)
+    model: torch.nn.Module  # the trained method (cagelib.methods.registry) (in train mode, on the training device)
+
+
+def build_model(config: PretrainConfig) -> torch.nn.Module:
+    """A freshly initialised method of ``config.contrast.method`` (``cagelib.methods.registry``), seeded
+    by ``config.seed`` without touching the caller's global RNG state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        return build_method(config)

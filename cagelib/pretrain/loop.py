@@ -1,0 +1,177 @@
+"""Self-supervised pretraining of a method (``cagelib.methods.registry``): the epoch loop and exact resume.
+
+A run lives in ``run_dir`` (default ``outputs/<run>/``): ``config.json``, ``metrics.jsonl`` and
+``checkpoint.pt`` (``cagelib.pretrain.checkpoint``). The whole data set sits on the device as one tensor;
+each epoch is shuffled by a generator seeded from ``(seed, epoch)``, and augmentations draw from one
+device generator whose state is checkpointed, so a run interrupted and resumed gives the same numbers
+as an uninterrupted one (CPU). The hot loop never syncs with the host: losses are summed on the device
+and read once per epoch. ``pretrain_distributed`` (``cagelib.pretrain.distributed``) shares every piece
+here: ``prepare_run``, ``make_optimization``, ``make_step``, ``run_epoch``, ``epoch_metrics``.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..device import resolve_device
+from .checkpoint import (CHECKPOINT, METRICS, data_fingerprint, load_state_strict, read_checkpoint, save_checkpoint,
+                         write_config, write_metrics)
+from .config import PretrainConfig, PretrainResult, build_model
+from .fast import make_fast_step, optimizer_options
+
+__all__ = ["PretrainConfig", "PretrainResult", "build_model", "pretrain", "train_step", "epoch_seed", "prepare_run",
+           "make_step", "run_epoch", "make_optimization", "epoch_metrics"]
+
+
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: torch.Tensor,
+               generator: torch.Generator, sample_ids: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """One SGD step on ``batch`` (N, T, V, 3); returns the model's metrics, all detached (no host sync)."""
+    optimizer.zero_grad(set_to_none=True)
+    out = model(batch, generator, sample_ids)
+    out["loss"].backward()
+    optimizer.step()
+    out["loss"] = out["loss"].detach()
+    return out
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """Seed of the shuffle of ``epoch``: a distinct stream per (seed, epoch)."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def pretrain(config: PretrainConfig, x, run_dir: str | os.PathLike | None = None, resume: bool = False,
+             callback: Callable[[int, dict], None] | None = None) -> PretrainResult:
+    """Pretrain on Cartesian sequences ``x`` (N, T, V, 3) (tensor or array; labels are never used).
+
+    ``run_dir`` overrides ``config.run_dir``. With ``resume=True`` an existing ``checkpoint.pt`` is
+    continued up to ``config.epochs`` (the other settings and the data must be unchanged); without it an
+    existing checkpoint is an error, never silently overwritten. ``callback(epoch, metrics)`` runs after
+    every epoch (live plots).
+    """
+    run_dir = Path(run_dir if run_dir is not None else config.run_dir)
+    device = resolve_device(config.device)
+    data, steps, fingerprint, model, state = prepare_run(config, x, device, run_dir, resume, "pretrain")
+    checkpoint_path = run_dir / CHECKPOINT
+    optimizer, scheduler, generator, start, history = make_optimization(config, model, device, state)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_config(run_dir, config)
+    write_metrics(run_dir / METRICS, history)
+
+    bar = None
+    if config.progress and start < config.epochs:
+        bar = tqdm(total=(config.epochs - start) * steps, desc=f"pretrain {config.contrast.method}")
+    model.train()
+    step_fn = make_step(model, optimizer, config, device)
+    for epoch in range(start, config.epochs):
+        began, lr = time.perf_counter(), optimizer.param_groups[0]["lr"]
+        sums = run_epoch(step_fn, data, config, epoch, generator, on_step=bar.update if bar is not None else None)
+        scheduler.step()
+        metrics = epoch_metrics(sums, steps, epoch, lr, began, run_dir)
+        history.append(metrics)
+        write_metrics(run_dir / METRICS, history)
+        if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs:
+            save_checkpoint(checkpoint_path, model, optimizer, scheduler, generator, epoch + 1, history,
+                             config, fingerprint)
+        if bar is not None:
+            bar.set_postfix(epoch=epoch + 1, loss=f"{metrics['loss']:.4f}")
+        if callback is not None:
+            callback(epoch + 1, metrics)
+    if bar is not None:
+        bar.close()
+    return PretrainResult(run_dir=run_dir, history=history, model=model)
+
+
+def prepare_run(config: PretrainConfig, x, device: torch.device, run_dir: Path, resume: bool,
+                caller: str) -> tuple[torch.Tensor, int, list, nn.Module, dict | None]:
+    """The start shared by ``pretrain`` and ``pretrain_distributed``: the data on ``device``, steps per
+    epoch, the data's fingerprint, the model (restored from ``run_dir``'s checkpoint when resuming) and
+    the checkpoint's state (None for a fresh run). ``caller`` names the function in error messages."""
+    data = _as_data(x, config, device)  # (N, T, V, 3) on the device
+    steps = data.shape[0] // config.batch_size
+    if steps == 0:
+        raise ValueError(f"{caller}: {data.shape[0]} samples are fewer than batch_size={config.batch_size}")
+    fingerprint = data_fingerprint(data)
+    model = build_model(config).to(device)
+    checkpoint_path = run_dir / CHECKPOINT
+    state = read_checkpoint(checkpoint_path, resume, config, fingerprint, device)
+    if state is not None:
+        load_state_strict(model, state["model"], checkpoint_path)
+    return data, steps, fingerprint, model, state
+
+
+def make_step(model: nn.Module, optimizer: torch.optim.Optimizer, config: PretrainConfig,
+              device: torch.device) -> Callable:
+    """``step(batch, generator, ids) -> metrics``: the fast step when ``config.fast`` is set, else ``train_step``."""
+    if config.fast is not None:
+        return make_fast_step(model, optimizer, config.fast, device)
+    return functools.partial(train_step, model, optimizer)
+
+
+def run_epoch(step_fn: Callable, data: torch.Tensor, config: PretrainConfig, epoch: int,
+              generator: torch.Generator, query_ids: Callable | None = None,
+              on_step: Callable | None = None) -> dict[str, torch.Tensor]:
+    """One epoch of ``step_fn(batch, generator, ids)`` over ``data`` (N, T, V, 3) shuffled by a generator
+    seeded from ``(seed, epoch)``; the last incomplete batch is dropped. ``query_ids(ids)`` picks the ids
+    of this process's queries (distributed). Returns per-metric sums over the steps, on the device."""
+    shuffle = torch.Generator(device=data.device)
+    shuffle.manual_seed(epoch_seed(config.seed, epoch))
+    order = torch.randperm(data.shape[0], generator=shuffle, device=data.device)  # (N,) same on every process
+    sums: dict[str, torch.Tensor] = {}
+    for step in range(data.shape[0] // config.batch_size):
+        ids = order[step * config.batch_size:(step + 1) * config.batch_size]  # (B,) the (global) batch
+        out = step_fn(data[ids], generator, ids if query_ids is None else query_ids(ids))
+        for key, value in out.items():
+            sums[key] = sums[key] + value if key in sums else value.clone()
+        if on_step is not None:
+            on_step(1)
+    return sums
+
+
+def make_optimization(config: PretrainConfig, model: nn.Module, device: torch.device, state: dict | None = None):
+    """SGD, its MultiStepLR schedule and the augmentation generator, restored from ``state`` when given:
+    ``(optimizer, scheduler, generator, start_epoch, history)``."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.sgd_momentum,
+                                weight_decay=config.weight_decay, **optimizer_options(config.fast, device))
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.milestones), config.lr_gamma)
+    generator = torch.Generator(device=device)
+    generator.manual_seed(config.seed)
+    if state is None:
+        return optimizer, scheduler, generator, 0, []
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    generator.set_state(state["generator"].cpu())
+    return optimizer, scheduler, generator, state["epoch"], list(state["history"])
+
+
+def epoch_metrics(sums: dict[str, torch.Tensor], steps: int, epoch: int, lr: float, began: float,
+                  run_dir: Path, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict:
+    """One epoch's metrics from per-step sums (the epoch's one host sync); ``reduce`` averages over
+    processes. Raises on a non-finite loss."""
+    names = sorted(sums)
+    values = torch.stack([sums[k].float() for k in names]) / steps  # (len(names),)
+    if reduce is not None:
+        values = reduce(values)
+    metrics = {"epoch": epoch + 1, **dict(zip(names, values.tolist())), "lr": lr,
+               "seconds": time.perf_counter() - began}
+    if not np.isfinite(metrics["loss"]):
+        raise FloatingPointError(f"pretraining: the loss became {metrics['loss']} in epoch {epoch + 1} "
+                                 f"({run_dir}); lower lr or check the data")
+    return metrics
+
+
+def _as_data(x, config: PretrainConfig, device: torch.device) -> torch.Tensor:
+    data = torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x, dtype=torch.float32)
+    if data.dim() != 4 or data.shape[2] != config.model.num_joints or data.shape[3] != 3:
+        raise ValueError(f"pretrain expects Cartesian sequences (N, T, {config.model.num_joints}, 3), "
+                         f"got {tuple(data.shape)}")
+    if not torch.isfinite(data).all():
+        raise ValueError("pretrain: the data contain NaN or infinite values")
+    return data.to(device)
