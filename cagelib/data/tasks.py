@@ -1,94 +1,203 @@
-"""The Bandai experiment: a pretraining corpus and the emotion task, as preprocessed windows.
+"""The Bandai experiments: three labelled gait tasks and their pretraining corpora, as preprocessed windows.
 
-The embedded set (``cagelib.data.load_embedded``) holds 819 Bandai clips. cagelib's default experiment
-on it, used by ``make demo``, the notebooks and ``cagelib.lab.reproduce``:
+The embedded set (``cagelib.data.load_embedded``) holds 819 Bandai clips: every dataset-1 clip and the
+dataset-2 walking clips. Three downstream tasks (``TASK_NAMES``), windows of ``window`` frames every
+``stride`` frames (defaults 48 / 12):
 
-- **Emotion task** (downstream): the 28 dataset-1 locomotion clips whose style is an emotion
-  (neutral, happy, sad, angry; 7 clips per class), cut into windows. Folds are grouped by clip
-  (``repeated_grouped_kfold``): windows of one clip are near-duplicates and never straddle a split.
-- **Pretraining corpus** (self-supervised, labels unused): windows of every *other* clip (dataset-2
-  walking and the rest of dataset-1), so no emotion-task clip, train or test, is seen in pretraining.
+- ``emotion4``: the dataset-1 locomotion clips (``EMOTION_CONTENTS``) whose style is an emotion
+  (neutral, happy, sad, angry; 4 x 7 = 28 clips, 309 windows). cagelib's default experiment (``make
+  demo``, the notebooks, ``cagelib.lab.reproduce``).
+- ``style15``: the dataset-1 locomotion clips, all 15 styles (15 x 7 = 105 clips, 1,161 windows); labels
+  are the style names in alphabetical order.
+- ``walkstyle7``: the dataset-2 walking clips (walk, walk-turn-left, walk-turn-right), 7 styles (645
+  clips, 7,529 windows); labels are the style names in alphabetical order.
 
-Every window is preprocessed like the paper's data ("according to ISC"): root of the first frame at
-the origin, view normalised about the up axis (``cagelib.data.preprocess``).
+**Pretraining corpus** (self-supervised, labels unused; ``TaskConfig.corpus``, one of ``CORPORA``):
+
+- ``"other"`` (default): every clip outside the task's *clip family*. emotion4 and style15 share a
+  family, the 105 dataset-1 locomotion clips, so ONE pretraining serves both and never sees a clip of
+  either; walkstyle7's family is its own 645 clips (its corpus: dataset-1 and any non-walking dataset-2
+  clip).
+- ``"dataset-2"``: the dataset-2 walking clips outside the family (emotion4 / style15 only).
+
+Clips are matched on ``meta["group"]`` (``"dataset-N/clip_id"``): clip ids repeat across datasets.
+Folds are grouped by clip (``GaitTask.folds``): windows of one clip are near-duplicates and never
+straddle a split.
+
+Every window is preprocessed like the paper's data ("according to ISC": root of the first frame at the
+origin, view normalised about the up axis, ``cagelib.data.preprocess``), then converted to
+``TaskConfig.representation`` (``cagelib.representation``); corpus and task share the representation.
+``GaitTask.x_first_frame`` keeps the first-frame-centred windows for the hand-crafted features.
 
 Caveat (SPEC): each Bandai style was recorded within one take group, so style and performer are
-confounded: an emotion probe on this data may partly recognise the performer.
+confounded: a style or emotion probe on this data may partly recognise the performer.
 """
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .bandai import emotion_clips, load_embedded
+from ..representation import DEFAULT_REPRESENTATION, REPRESENTATIONS, to_representation
+from .bandai import DATASET2_WALKING, EMOTION_CONTENTS, EMOTION_STYLES, load_embedded
 from .gaitset import GaitSet
 from .preprocess import PreprocessConfig, preprocess
 from .splits import repeated_grouped_kfold
 from .windows import cut_windows
 
-CORPORA = ("other", "dataset-2")  # pretraining corpus: every non-task clip, or dataset-2 walking only
+TASK_NAMES = ("emotion4", "style15", "walkstyle7")
+CORPORA = ("other", "dataset-2")  # every clip outside the task's family, or dataset-2 walking only
+EMOTION_ORDER = ("normal", "happy", "sad", "angry")  # Bandai style of emotion label 0..3 (EMOTION_LABEL_NAMES)
 
 
 @dataclass
 class TaskConfig:
+    task: str = "emotion4"  # one of TASK_NAMES
+    representation: str = DEFAULT_REPRESENTATION  # input representation (cagelib.representation)
     window: int = 48  # frames per window (1.6 s at 30 fps)
-    stride: int = 12  # stride between emotion-task windows
+    stride: int = 12  # stride between task windows
     pretrain_stride: int = 48  # stride between pretraining windows
     max_pretrain_windows: int | None = 1024  # seeded random subset of the corpus for CPU runs; None = all
-    center: str = "first_frame"  # root centring (see cagelib.data.preprocess.center_root)
+    center: str = "first_frame"  # root centring before the representation (cagelib.data.preprocess.center_root)
     view: bool = True  # rotate each window to a canonical facing direction
     seed: int = 0  # seeds the corpus subset
+    corpus: str = "other"  # which clips pretraining may see (module docstring, CORPORA)
+
+    def __post_init__(self) -> None:
+        if self.task not in TASK_NAMES:
+            raise ValueError(f"task must be one of {TASK_NAMES}, got {self.task!r}")
+        if self.representation not in REPRESENTATIONS:
+            raise ValueError(f"representation must be one of {REPRESENTATIONS}, got {self.representation!r}")
+        if self.corpus not in CORPORA:
+            raise ValueError(f"corpus must be one of {CORPORA}, got {self.corpus!r}")
 
 
 @dataclass
-class EmotionTask:
-    pretrain_x: np.ndarray  # float32 (M, T, 16, 3): unlabelled windows of the non-task clips
-    x: np.ndarray  # float32 (n, T, 16, 3): emotion-task windows
-    y: np.ndarray  # int64 (n,): emotion label of each window
-    groups: np.ndarray  # int64 (n,): clip of each window (split unit)
+class GaitTask:
+    """A labelled window task and its pretraining corpus. Windows of one clip share a ``groups`` value
+    (the split unit)."""
+
+    pretrain_x: np.ndarray  # float32 (M, T, 16, 3): unlabelled corpus windows, in ``representation``
+    x: np.ndarray  # float32 (n, T, 16, 3): task windows, in ``representation``
+    y: np.ndarray  # int64 (n,): label of each window
+    groups: np.ndarray  # int64 (n,): clip of each window, an index into clip_names
+    lengths: np.ndarray  # int64 (n,): real frames of each window (< T only for a padded short clip)
     label_names: tuple  # index = label value
-    clip_names: np.ndarray  # str (clips,): clip id of each group value
+    clip_names: np.ndarray  # str (clips,): clip_id of each clip
+    clip_groups: np.ndarray  # str (clips,): meta["group"] ("dataset-N/clip_id") of each clip
+    name: str = "emotion4"
+    representation: str = "first_frame"
+    x_first_frame: np.ndarray | None = None  # float32 (n, T, 16, 3): the task windows in "first_frame"
+    fps: float = 30.0
+    corpus: str = "other"
+
+    def __post_init__(self) -> None:
+        if self.x_first_frame is None and self.representation == "first_frame":
+            self.x_first_frame = self.x
 
     def folds(self, n_splits: int = 4, n_repeats: int = 3, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
         """Repeated clip-grouped, label-stratified folds over the task windows: ``[(train, test), ...]``."""
         return repeated_grouped_kfold(self.groups, self.y, n_splits, n_repeats, seed)
 
+    def clip_labels(self) -> np.ndarray:
+        """Label of each clip ``(clips,)``."""
+        out = np.full(len(self.clip_names), -1, dtype=np.int64)
+        out[self.groups] = self.y
+        return out
+
     def summary(self) -> dict:
+        """Sizes: corpus and task windows, clips, and windows and clips per class."""
         counts = np.bincount(self.y, minlength=len(self.label_names))
-        clips = [len(np.unique(self.groups[self.y == c])) for c in range(len(self.label_names))]
-        return {"pretrain_windows": int(len(self.pretrain_x)), "task_windows": int(len(self.x)),
-                "window_frames": int(self.x.shape[1]),
-                "per_class": {n: {"clips": k, "windows": int(c)} for n, k, c in zip(self.label_names, clips, counts)}}
+        clips = np.bincount(self.clip_labels(), minlength=len(self.label_names))
+        return {"task": self.name, "representation": self.representation, "corpus": self.corpus,
+                "pretrain_windows": int(len(self.pretrain_x)), "task_windows": int(len(self.x)),
+                "clips": int(len(self.clip_names)), "window_frames": int(self.x.shape[1]),
+                "padded_windows": int((self.lengths < self.x.shape[1]).sum()),
+                "per_class": {n: {"clips": int(k), "windows": int(c)}
+                              for n, k, c in zip(self.label_names, clips, counts)}}
+
+
+EmotionTask = GaitTask  # the former name (emotion4 only), kept for the lab layer and notebooks
+
+
+def _require_meta(gs: GaitSet) -> None:
+    for key in ("dataset", "content", "style", "group", "clip_id"):
+        if key not in gs.meta:
+            raise ValueError(f"gait tasks need meta[{key!r}] (a set from load_bandai / load_embedded)")
+
+
+def task_family(task: str, gs: GaitSet) -> np.ndarray:
+    """Boolean ``(clips,)``: the clips that no corpus of ``task`` may contain (module docstring)."""
+    _require_meta(gs)
+    meta = gs.meta
+    if task in ("emotion4", "style15"):
+        return (meta["dataset"] == "dataset-1") & np.isin(meta["content"], list(EMOTION_CONTENTS))
+    if task == "walkstyle7":
+        return (meta["dataset"] == "dataset-2") & np.isin(meta["content"], list(DATASET2_WALKING))
+    raise ValueError(f"task must be one of {TASK_NAMES}, got {task!r}")
+
+
+def task_clips(task: str, gs: GaitSet) -> tuple[np.ndarray, np.ndarray, tuple]:
+    """Clip indices into ``gs`` (ascending), their labels, and the label names of ``task``."""
+    keep = task_family(task, gs)
+    style = gs.meta["style"]
+    if task == "emotion4":
+        keep &= np.isin(style, list(EMOTION_ORDER))
+        order, names = EMOTION_ORDER, tuple(EMOTION_STYLES[s] for s in EMOTION_ORDER)  # neutral, happy, sad, angry
+    else:
+        order = names = tuple(sorted(np.unique(style[keep]).tolist()))
+    idx = np.flatnonzero(keep)
+    if len(idx) == 0:
+        raise ValueError(f"gait_task: the data set has no clip of task {task!r}")
+    labels = np.array([order.index(s) for s in style[idx]], dtype=np.int64)
+    return idx, labels, names
+
+
+def corpus_clips(config: TaskConfig, gs: GaitSet) -> np.ndarray:
+    """Clip indices into ``gs`` of the pretraining corpus of ``config.task`` (``config.corpus``)."""
+    keep = ~np.isin(gs.meta["group"], gs.meta["group"][task_family(config.task, gs)])
+    if config.corpus == "dataset-2":
+        keep &= (gs.meta["dataset"] == "dataset-2") & np.isin(gs.meta["content"], list(DATASET2_WALKING))
+    idx = np.flatnonzero(keep)
+    if len(idx) == 0:
+        raise ValueError(f"gait_task: corpus {config.corpus!r} of task {config.task!r} has no clip")
+    return idx
 
 
 def preprocess_windows(x: np.ndarray, lengths: np.ndarray, config: TaskConfig) -> np.ndarray:
-    """Centre and view-normalise windows ``(M, T, 16, 3)``; padding stays zero."""
+    """Centre and view-normalise windows ``(M, T, 16, 3)`` (the first_frame representation); padding stays zero."""
     out, _ = preprocess(x, lengths, PreprocessConfig(length=config.window, center=config.center, view=config.view))
     return out
 
 
-def emotion_task(gs: GaitSet | None = None, config: TaskConfig | None = None) -> EmotionTask:
-    """Build the emotion task and the pretraining corpus from ``gs`` (default: the embedded set)."""
+def gait_task(config: TaskConfig | None = None, gs: GaitSet | None = None) -> GaitTask:
+    """Build ``config.task`` and its pretraining corpus from ``gs`` (default: the embedded set)."""
     config = config or TaskConfig()
     gs = gs if gs is not None else load_embedded()
-    task_clips = emotion_clips(gs)
-    if len(task_clips) == 0:
-        raise ValueError("emotion_task: the data set has no emotion-labelled locomotion clips")
-    in_task = np.isin(gs.meta["group"], task_clips.meta["group"])  # "dataset-N/clip_id": ids repeat across datasets
-    corpus = gs.subset(np.flatnonzero(~in_task))
+    idx, labels, names = task_clips(config.task, gs)
+    clips = gs.subset(idx)
 
+    corpus = gs.subset(corpus_clips(config, gs))
     w = cut_windows(corpus, config.window, config.pretrain_stride)
     keep = np.arange(len(w))
     if config.max_pretrain_windows is not None and len(w) > config.max_pretrain_windows:
         keep = np.sort(np.random.default_rng(config.seed).choice(len(w), config.max_pretrain_windows, replace=False))
-    pretrain_x = preprocess_windows(w.x[keep], w.lengths[keep], config)
+    pretrain_x = to_representation(preprocess_windows(w.x[keep], w.lengths[keep], config), config.representation,
+                                   gs.fps, w.lengths[keep])
 
-    t = cut_windows(task_clips, config.window, config.stride)
-    return EmotionTask(pretrain_x, preprocess_windows(t.x, t.lengths, config), t.labels.astype(np.int64),
-                       t.clip_index.astype(np.int64), tuple(task_clips.label_names),
-                       np.asarray(task_clips.meta["clip_id"]))
+    t = cut_windows(clips, config.window, config.stride)
+    first = preprocess_windows(t.x, t.lengths, config)  # (n, T, 16, 3)
+    x = first if config.representation == "first_frame" else to_representation(
+        first, config.representation, gs.fps, t.lengths)
+    return GaitTask(pretrain_x, x, labels[t.clip_index], t.clip_index.astype(np.int64), t.lengths.astype(np.int64),
+                    names, np.asarray(clips.meta["clip_id"]), np.asarray(clips.meta["group"]), config.task,
+                    config.representation, first, float(gs.fps), config.corpus)
+
+
+def emotion_task(gs: GaitSet | None = None, config: TaskConfig | None = None) -> GaitTask:
+    """The former entry point: ``gait_task(config, gs)``; ``TaskConfig()``'s task is emotion4."""
+    return gait_task(config, gs)
 
 
 @functools.lru_cache(maxsize=1)
@@ -97,16 +206,12 @@ def embedded_set():
     return load_embedded()
 
 
-def emotion_data(task: TaskConfig | None = None, corpus: str = "other") -> EmotionTask:
-    """The emotion task and pretraining corpus (``emotion_task``) from the embedded set.
-
-    ``corpus="dataset-2"`` pretrains on dataset-2 walking only, instead of every non-task clip.
-    """
-    if corpus not in CORPORA:
-        raise ValueError(f"corpus must be one of {CORPORA}, got {corpus!r}")
-    gs = embedded_set()
-    if corpus == "dataset-2":
-        task_ids = set(emotion_clips(gs).meta["clip_id"])
-        keep = (gs.meta["dataset"] == "dataset-2") | np.isin(gs.meta["clip_id"], list(task_ids))
-        gs = gs.subset(np.flatnonzero(keep))
-    return emotion_task(gs, task or TaskConfig())
+def emotion_data(task: TaskConfig | None = None, corpus: str | None = None) -> GaitTask:
+    """``gait_task`` on the embedded set (loaded once per process); ``corpus`` (one of ``CORPORA``)
+    overrides ``task.corpus``."""
+    task = task or TaskConfig()
+    if corpus is not None:
+        if corpus not in CORPORA:
+            raise ValueError(f"corpus must be one of {CORPORA}, got {corpus!r}")
+        task = replace(task, corpus=corpus)
+    return gait_task(task, embedded_set())
