@@ -42,7 +42,8 @@ def test_pretrain_writes_config_metrics_and_checkpoint(tmp_path):
     seen = []
     result = pretrain(config, gaits(), callback=lambda epoch, metrics: seen.append((epoch, metrics["loss"])))
     run = result.run_dir
-    assert sorted(p.name for p in run.iterdir()) == ["checkpoint.pt", "config.json", "metrics.jsonl"]  # no temp files
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint.pt", "config.json", "health_init.json",
+                                                       "metrics.jsonl"]  # no temp files
     assert PretrainConfig.from_dict(json.loads((run / "config.json").read_text())) == config
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [m["epoch"] for m in lines] == [1, 2] and lines == result.history

@@ -6,7 +6,7 @@ Structure follows MoCo (facebookresearch/moco ``builder.py``): per coordinate st
 
 One training step on a Cartesian batch ``x`` (N, T, V, 3):
 
-    S, S^ = T(x), T(x)                 two augmented views (Crop + Joint Jittering), in Cartesian
+    S, S^ = T(x), T(x)                 two augmented views (``config.views``, body_augment), in Cartesian
     S~    = T~(x)                      ambiguity view (speed change + shear), only when ACL is on
     per stream s (Cartesian: the views as they are; Spherical: spherical_coordinates of the same views)
         z = f_s(S), z^ = f^_s(S^), z~ = f^_s(S~)          all L2-normalised (N, D)
@@ -22,6 +22,14 @@ contrasts the query with its key against the whole batch's ambiguity features, t
 ("Ambiguity samples are negatives, the sample's own included"); C<->S defaults to "Cartesian guides
 Spherical" with a positive and negatives from one key space ("C3L (Eq. 10-11)"); stale copies of a
 sample's own key are masked out of its negatives ("Stale own keys (`mask_own_keys=True`, default)").
+
+Input representation (``cagelib.representation``): the batch is in ``representation`` (what the root
+joint holds); the views act in the body frame accordingly (``body_augment.BodyFrame``). The spherical
+stream (Eq. 9) of ``"first_frame"`` and ``"root_relative"`` input is the root-relative spherical pose (the
+root joint 0). For ``"root_velocity"`` the other joints are root-relative already and the root joint holds
+the root velocity: the joints get their spherical coordinates as they are, and the root joint's three
+channels are the spherical coordinates of the velocity vector (speed, polar angle from the up axis,
+azimuth; all 0 for a standing root), so the stream keeps the walk's speed and direction.
 """
 from __future__ import annotations
 
@@ -34,11 +42,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..coordinates import PHI_MODES, spherical_coordinates
-from .augment import AmbiguityTransform, contrastive_views
+from ..representation import DEFAULT_REPRESENTATION, REPRESENTATIONS
+from ..skeleton import ROOT
+from .body_augment import VIEWS, ambiguity_transform, contrastive_views
 from .encoders import ProjectionHead
 from .losses import MemoryBank, contrastive_cross_entropy, info_nce, info_nce_logits, positive_accuracy
 
-__all__ = ["ContrastConfig", "CAGE", "MemoryBank", "info_nce", "STREAMS", "BANK_MODES", "CROSS_MODES", "PRESETS"]
+__all__ = ["ContrastConfig", "CAGE", "stream_coordinates", "MemoryBank", "info_nce", "STREAMS", "BANK_MODES", "CROSS_MODES", "PRESETS"]
 
 STREAMS = ("cartesian", "spherical")
 BANK_MODES = ("none", "hybrid", "ambiguity", "cooperation")
@@ -75,6 +85,7 @@ class ContrastConfig:
     ambiguity_enqueue: str | int = "all"  # HSMB: ambiguity features enqueued per step: "all" (batch) or a count
     mask_own_keys: bool = True  # drop stale keys of a sample's own from its negatives (False = plain MoCo)
     phi_mode: str = "unwrapped"  # azimuth handling of the spherical stream (cagelib.coordinates)
+    views: str = "body"  # view transform T (body_augment.VIEWS): "paper" (Crop + Joint Jittering), "crop", "body"
 
     def __post_init__(self) -> None:
         if self.method not in PRESETS and self.method != "custom":
@@ -91,6 +102,7 @@ class ContrastConfig:
         _check_choice("cross_coordinate", self.cross_coordinate, CROSS_MODES)
         _check_choice("ambiguity_speed", self.ambiguity_speed, ("up", "down"))
         _check_choice("phi_mode", self.phi_mode, PHI_MODES)
+        _check_choice("views", self.views, VIEWS)
         if self.cross_coordinate != "none" and len(self.streams) != 2:
             raise ValueError(f"ContrastConfig: cross_coordinate={self.cross_coordinate!r} needs both streams, "
                              f"got {self.streams}")
@@ -157,8 +169,10 @@ class CAGE(nn.Module):
 
     ``encoder_factory()`` must return a fresh encoder ``(N, T, V, 3) -> (N, out_dim)`` with an ``out_dim``
     attribute (``cagelib.methods.encoders.AGCN``); it is called once per stream. ``augment`` and ``ambiguity`` are
-    callables ``aug(x, generator) -> x`` on Cartesian batches; defaults: ``augment.contrastive_views()``
-    and ``augment.AmbiguityTransform`` built from the config. The ambiguity transform is applied to the
+    callables ``aug(x, generator) -> x`` on Cartesian batches; defaults:
+    ``body_augment.contrastive_views(config.views, representation)`` and
+    ``body_augment.ambiguity_transform`` built from the config. ``representation``: what the batch's root
+    joint holds (``cagelib.representation``; see the module docstring). The ambiguity transform is applied to the
     raw batch (the third view of Fig. 2), not to an augmented view. ``gather`` (distributed training,
     ``cagelib.pretrain.distributed``): maps a per-process tensor to its concatenation over all processes; it is
     applied to keys, their sample ids and ambiguity features before they enter a bank or serve as
@@ -167,15 +181,18 @@ class CAGE(nn.Module):
 
     def __init__(self, config: ContrastConfig, encoder_factory: Callable[[], nn.Module],
                  augment: Callable | None = None, ambiguity: Callable | None = None,
-                 gather: Callable[[torch.Tensor], torch.Tensor] | None = None):
+                 gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 representation: str = DEFAULT_REPRESENTATION):
         super().__init__()
-        self.config = config
+        if representation not in REPRESENTATIONS:
+            raise ValueError(f"CAGE: unknown representation {representation!r}; choose from {REPRESENTATIONS}")
+        self.config, self.representation = config, representation
         self.gather = gather if gather is not None else _identity
-        self.augment = augment if augment is not None else contrastive_views()
+        self.augment = augment if augment is not None else contrastive_views(config.views, representation)
         if ambiguity is None and config.uses_ambiguity:
-            ambiguity = AmbiguityTransform(
-                speed=config.ambiguity_speed, speed_up_rate=config.speed_up_rate,
-                speed_down_rate=config.speed_down_rate)
+            ambiguity = ambiguity_transform(config.views, representation, speed=config.ambiguity_speed,
+                                            speed_up_rate=config.speed_up_rate,
+                                            speed_down_rate=config.speed_down_rate)
         self.ambiguity = ambiguity
         self.query_nets, self.momentum_nets, self.memory_banks = nn.ModuleDict(), nn.ModuleDict(), nn.ModuleDict()
         for stream in config.streams:
@@ -205,8 +222,15 @@ class CAGE(nn.Module):
         torch._foreach_mul_(key_params, m)
         torch._foreach_add_(key_params, query_params, alpha=1.0 - m)
 
-    def _to_stream(self, x: torch.Tensor, stream: str) -> torch.Tensor:
-        return x if stream == "cartesian" else spherical_coordinates(x, phi_mode=self.config.phi_mode)
+    def stream_input(self, x: torch.Tensor, stream: str) -> torch.Tensor:
+        """A Cartesian batch in ``stream``'s coordinates (:func:`stream_coordinates`), same shape."""
+        return stream_coordinates(x, stream, self.representation, self.config.phi_mode)
+
+    @torch.no_grad()
+    def embed(self, x: torch.Tensor, stream: str) -> torch.Tensor:
+        """The query network's L2-normalised projection of a Cartesian batch ``(N, T, V, 3) -> (N, D)``
+        in ``stream``'s coordinates (the features the loss compares; ``cagelib.pretrain.health``)."""
+        return self.query_nets[stream](self.stream_input(x, stream))
 
     def _negatives(self, stream: str, ambiguity: dict, sample_ids) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Negatives ``(K, D)`` and drop-mask ``(N or 1, K)`` of the stream's main loss (Eq. 2, 5-6 or 7)."""
@@ -243,11 +267,11 @@ class CAGE(nn.Module):
 
         queries, keys, ambiguity = {}, {}, {}
         for stream in cfg.streams:
-            queries[stream] = self.query_nets[stream](self._to_stream(view_query, stream))  # z (N, D)
+            queries[stream] = self.query_nets[stream](self.stream_input(view_query, stream))  # z (N, D)
             with torch.no_grad():
-                keys[stream] = self.momentum_nets[stream](self._to_stream(view_key, stream))  # z^ (N, D)
+                keys[stream] = self.momentum_nets[stream](self.stream_input(view_key, stream))  # z^ (N, D)
                 if view_ambiguity is not None:  # z~ from the momentum encoder, no gradient
-                    ambiguity[stream] = self.momentum_nets[stream](self._to_stream(view_ambiguity, stream))
+                    ambiguity[stream] = self.momentum_nets[stream](self.stream_input(view_ambiguity, stream))
         # z~ only ever serve as negatives: use every process's (identity on one process)
         ambiguity = {stream: self.gather(z_tilde) for stream, z_tilde in ambiguity.items()}
 
@@ -316,6 +340,28 @@ class CAGE(nn.Module):
                 count = z_tilde.shape[0] if cfg.ambiguity_enqueue == "all" else min(cfg.ambiguity_enqueue,
                                                                                       z_tilde.shape[0])
                 bank.enqueue(z_tilde[:count])
+
+
+def stream_coordinates(x: torch.Tensor, stream: str, representation: str = DEFAULT_REPRESENTATION,
+                       phi_mode: str = "unwrapped") -> torch.Tensor:
+    """A Cartesian batch ``(N, T, V, 3)`` in the coordinates of ``stream``, same shape.
+
+    ``"cartesian"``: as it is. ``"spherical"`` (Eq. 9): for ``"first_frame"`` and ``"root_relative"``
+    input the root-relative spherical pose (the root joint 0); for ``"root_velocity"`` input the joints as
+    they are (root-relative already) with the root joint zeroed, and the root joint's channels the
+    spherical coordinates of the root velocity (speed, polar angle, azimuth).
+    """
+    if stream == "cartesian":
+        return x
+    if stream != "spherical":
+        raise ValueError(f"unknown stream {stream!r}; choose from {STREAMS}")
+    if representation != "root_velocity":
+        return spherical_coordinates(x, phi_mode=phi_mode)  # root-relative, the root joint 0
+    pose = x.clone()
+    pose[:, :, ROOT] = 0.0  # (N, T, V, 3) root-relative joints, the root at the origin
+    spherical = spherical_coordinates(pose, phi_mode=phi_mode, root_relative=False)  # (N, T, V, 3)
+    velocity = spherical_coordinates(x[:, :, ROOT : ROOT + 1], phi_mode=phi_mode, root_relative=False)  # (N, T, 1, 3)
+    return torch.cat([spherical[:, :, :ROOT], velocity, spherical[:, :, ROOT + 1:]], dim=2)  # (N, T, V, 3)
 
 
 def _identity(x: torch.Tensor) -> torch.Tensor:

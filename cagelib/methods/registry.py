@@ -10,7 +10,7 @@ A method is an ``nn.Module`` with
   that evaluation probes, ``(N, T, V, C) -> (N, F)``.
 
 A builder takes the pretraining configuration (``cagelib.pretrain.config.PretrainConfig``: it reads
-``config.contrast`` and ``config.model``) and returns a freshly initialised method; the caller seeds the
+``config.contrast``, ``config.model`` and ``config.representation``) and returns a freshly initialised method; the caller seeds the
 global RNG around it. A new method is one module in ``cagelib/methods/`` and one ``register`` line below.
 """
 from __future__ import annotations
@@ -49,7 +49,7 @@ def build_method(config) -> nn.Module:
 
 def _cage(config) -> CAGE:
     """CAGE and its ablations (the presets of ``ContrastConfig``), with A-GCN encoders."""
-    return CAGE(config.contrast, lambda: AGCN(config.model))
+    return CAGE(config.contrast, lambda: AGCN(config.model), representation=config.representation)
 
 
 for _name in (*PRESETS, "custom"):  # GE-CLR, HSMB, ASMB, CSMB, C3L, CAGE, spherical, spherical ACL (Tables 1-3)

@@ -19,7 +19,7 @@ from .config import PretrainConfig, build_model
 
 CHECKPOINT, CONFIG, METRICS = "checkpoint.pt", "config.json", "metrics.jsonl"
 # Fields that may differ between an interrupted run and its resumption.
-RESUMABLE_CHANGES = ("epochs", "device", "run_dir", "checkpoint_every", "progress", "fast")
+RESUMABLE_CHANGES = ("epochs", "device", "run_dir", "checkpoint_every", "progress", "fast", "health")
 
 
 def write_config(run_dir: Path, config: PretrainConfig) -> None:
@@ -68,7 +68,7 @@ def data_fingerprint(data: torch.Tensor) -> list:
 
 
 def check_resumable(path: Path, state: dict, config: PretrainConfig, fingerprint: list) -> None:
-    saved, now = dict(state["config"]), config.to_dict()
+    saved, now = PretrainConfig.from_dict(dict(state["config"])).to_dict(), config.to_dict()  # fills fields added since
     changed = sorted(k for k in now if k not in RESUMABLE_CHANGES
                      and json.dumps(saved.get(k)) != json.dumps(now[k]))
     if changed:

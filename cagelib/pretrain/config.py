@@ -14,7 +14,11 @@ import torch
 from ..methods.cage import PRESETS, ContrastConfig
 from ..methods.encoders import AGCNConfig
 from ..methods.registry import build_method
+from ..representation import DEFAULT_REPRESENTATION, REPRESENTATIONS
 from .fast import FastConfig
+from .health import HealthConfig
+
+LEGACY_REPRESENTATION = "first_frame"  # the input of every run written before PretrainConfig.representation
 
 
 def paper_schedule(method: str) -> tuple[int, tuple[int, ...]]:
@@ -42,6 +46,8 @@ class PretrainConfig:
     checkpoint_every: int = 1  # write checkpoint.pt every this many epochs (and after the last)
     progress: bool = True  # show a tqdm progress bar
     fast: FastConfig | None = None  # fast step (cagelib.pretrain.fast: bf16, compile, CUDA graph; CUDA only); None = train_step
+    representation: str = DEFAULT_REPRESENTATION  # what the data's root joint holds (cagelib.representation)
+    health: HealthConfig | None = field(default_factory=HealthConfig)  # per-epoch health metrics (pretrain.health); None = off
 
     def __post_init__(self) -> None:
         self.milestones = tuple(int(m) for m in self.milestones)
@@ -51,6 +57,11 @@ class PretrainConfig:
             self.contrast = ContrastConfig.from_dict(self.contrast)
         if isinstance(self.fast, dict):
             self.fast = FastConfig(**self.fast)
+        if isinstance(self.health, dict):
+            self.health = HealthConfig(**self.health)
+        if self.representation not in REPRESENTATIONS:
+            raise ValueError(f"PretrainConfig: representation must be one of {REPRESENTATIONS}, "
+                             f"got {self.representation!r}")
         if self.epochs < 0 or self.batch_size < 1 or self.checkpoint_every < 1:
             raise ValueError("PretrainConfig: need epochs >= 0, batch_size >= 1, checkpoint_every >= 1")
 
@@ -67,10 +78,14 @@ class PretrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "PretrainConfig":
-        """Inverse of ``to_dict`` (also of its JSON round trip)."""
+        """Inverse of ``to_dict`` (also of its JSON round trip). Fields missing from an older
+        ``config.json`` take their defaults, except ``representation``: ``LEGACY_REPRESENTATION``, the
+        windows those runs were trained on."""
         unknown = set(d) - {f.name for f in fields(cls)}
         if unknown:
             raise ValueError(f"PretrainConfig: unknown fields {sorted(unknown)}")
+        if "representation" not in d:  # written before the field: those runs trained on first-frame windows
+            d = {**d, "representation": LEGACY_REPRESENTATION}
         return cls(**d)
 
 
@@ -79,6 +94,7 @@ class PretrainResult:
     run_dir: Path  # folder with config.json, metrics.jsonl, checkpoint.pt
     history: list  # one metrics dict per epoch (as in metrics.jsonl)
     model: torch.nn.Module  # the trained method (cagelib.methods.registry) (in train mode, on the training device)
+    health_init: dict | None = None  # health metrics before training (health_init.json); None with health off
 
 
 def build_model(config: PretrainConfig) -> torch.nn.Module:

@@ -7,10 +7,21 @@ device generator whose state is checkpointed, so a run interrupted and resumed g
 as an uninterrupted one (CPU). The hot loop never syncs with the host: losses are summed on the device
 and read once per epoch. ``pretrain_distributed`` (``cagelib.pretrain.distributed``) shares every piece
 here: ``prepare_run``, ``make_optimization``, ``make_step``, ``run_epoch``, ``epoch_metrics``.
+
+Training health (``cagelib.pretrain.health``, ``config.health``; None = off): a ``HealthMonitor`` on
+fixed corpus windows and views measures retrieval, alignment, uniformity, spread (and k-NN when
+``health_labels`` are given) before training and after every epoch. After an epoch they are merged into
+that epoch's ``metrics.jsonl`` record (and the history), so ``metrics.jsonl`` keeps one line per trained
+epoch. Before training (epoch 0) they go to ``health_init.json`` in the run folder, written once by the
+fresh run and read back on resume (never recomputed from a resumed model), also returned as
+``PretrainResult.health_init`` and passed to ``callback.health_init(metrics)`` when the callback has it. The monitor draws from its own
+generator and runs the model in eval mode, so the losses are bitwise those of a run with health off.
+``pretrain_distributed`` skips health.
 """
 from __future__ import annotations
 
 import functools
+import json
 import os
 import time
 from pathlib import Path
@@ -22,10 +33,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..device import resolve_device
+from ..atomic import atomic_write_json
 from .checkpoint import (CHECKPOINT, METRICS, data_fingerprint, load_state_strict, read_checkpoint, save_checkpoint,
                          write_config, write_metrics)
 from .config import PretrainConfig, PretrainResult, build_model
 from .fast import make_fast_step, optimizer_options
+from .health import HealthMonitor
+
+HEALTH_INIT = "health_init.json"  # the health metrics before training (epoch 0)
 
 __all__ = ["PretrainConfig", "PretrainResult", "build_model", "pretrain", "train_step", "epoch_seed", "prepare_run",
            "make_step", "run_epoch", "make_optimization", "epoch_metrics"]
@@ -48,13 +63,15 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 
 def pretrain(config: PretrainConfig, x, run_dir: str | os.PathLike | None = None, resume: bool = False,
-             callback: Callable[[int, dict], None] | None = None) -> PretrainResult:
+             callback: Callable[[int, dict], None] | None = None, health_labels=None) -> PretrainResult:
     """Pretrain on Cartesian sequences ``x`` (N, T, V, 3) (tensor or array; labels are never used).
 
     ``run_dir`` overrides ``config.run_dir``. With ``resume=True`` an existing ``checkpoint.pt`` is
     continued up to ``config.epochs`` (the other settings and the data must be unchanged); without it an
     existing checkpoint is an error, never silently overwritten. ``callback(epoch, metrics)`` runs after
-    every epoch (live plots).
+    every epoch (live plots); a callback with a ``health_init(metrics)`` method also gets the health
+    before training. ``health_labels = (x, y, groups)``: labelled TRAINING windows (of a task's fold, never its test
+    side) for the health monitor's k-NN; None = no ``knn_*`` metrics.
     """
     run_dir = Path(run_dir if run_dir is not None else config.run_dir)
     device = resolve_device(config.device)
@@ -64,6 +81,13 @@ def pretrain(config: PretrainConfig, x, run_dir: str | os.PathLike | None = None
     run_dir.mkdir(parents=True, exist_ok=True)
     write_config(run_dir, config)
     write_metrics(run_dir / METRICS, history)
+    monitor, health_init = None, None
+    if config.health is not None:
+        monitor = HealthMonitor(data, getattr(model, "augment", _identity_views), config.health, health_labels,
+                                device)
+        health_init = _health_init(run_dir, monitor, model, fresh=state is None)
+        if health_init is not None and hasattr(callback, "health_init"):
+            callback.health_init(health_init)
 
     bar = None
     if config.progress and start < config.epochs:
@@ -75,6 +99,8 @@ def pretrain(config: PretrainConfig, x, run_dir: str | os.PathLike | None = None
         sums = run_epoch(step_fn, data, config, epoch, generator, on_step=bar.update if bar is not None else None)
         scheduler.step()
         metrics = epoch_metrics(sums, steps, epoch, lr, began, run_dir)
+        if monitor is not None:
+            metrics.update(monitor(model))
         history.append(metrics)
         write_metrics(run_dir / METRICS, history)
         if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs:
@@ -86,7 +112,22 @@ def pretrain(config: PretrainConfig, x, run_dir: str | os.PathLike | None = None
             callback(epoch + 1, metrics)
     if bar is not None:
         bar.close()
-    return PretrainResult(run_dir=run_dir, history=history, model=model)
+    return PretrainResult(run_dir=run_dir, history=history, model=model, health_init=health_init)
+
+
+def _identity_views(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    return x
+
+
+def _health_init(run_dir: Path, monitor: HealthMonitor, model: nn.Module, fresh: bool) -> dict | None:
+    """The epoch-0 health: measured and written to ``health_init.json`` by a fresh run; read back on
+    resume (None if that run had none)."""
+    path = run_dir / HEALTH_INIT
+    if not fresh:
+        return json.loads(path.read_text()) if path.is_file() else None
+    health = monitor(model)
+    atomic_write_json(path, health)
+    return health
 
 
 def prepare_run(config: PretrainConfig, x, device: torch.device, run_dir: Path, resume: bool,
