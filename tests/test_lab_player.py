@@ -7,7 +7,7 @@ matplotlib.use("Agg")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-from test_viz import walking  # noqa: E402
+from test_lab_figures import walking  # noqa: E402
 
 from cagelib.lab.player import SkeletonPlayer, SkeletonRenderer, ambiguity_player, ambiguity_views, render_frame  # noqa: E402
 from cagelib.skeleton import EDGES  # noqa: E402

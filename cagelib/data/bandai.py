@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from ..atomic import atomic_savez
 from ..skeleton import NUM_JOINTS, ROOT
@@ -104,8 +105,6 @@ def load_bandai(
         if not paths:
             raise FileNotFoundError(f"{folder / 'data'}: no matching .bvh clips")
         if progress:
-            from tqdm.auto import tqdm
-
             paths = tqdm(paths, desc=dataset)
         for path in paths:
             clip_id, content, style = parse_clip_name(path.stem, dataset)

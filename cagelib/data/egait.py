@@ -18,6 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+import h5py
 import numpy as np
 
 from ..skeleton import NUM_JOINTS
@@ -30,8 +31,6 @@ FILENAME_LABEL_NAMES: tuple[str, ...] = ("happy", "angry", "sad", "neutral")
 
 
 def _read_h5(path: Path) -> dict[str, np.ndarray]:
-    import h5py
-
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     try:

@@ -33,7 +33,9 @@ from ..evaluate.protocols import EvalConfig, evaluate_folds
 from ..methods.registry import available_methods
 from ..pretrain.config import PretrainConfig, build_model
 from ..pretrain.loop import pretrain
+from .figures import save_figure
 from .settings import RunSettings, lr_milestones, pretrain_config
+from .skeleton_plots import skeleton_figure
 from .tables import format_mean_std, results_table
 
 
@@ -68,9 +70,6 @@ def data_summary(out: Path) -> dict:
           f"{summary['windows_48_stride_24']} windows of 48 frames (stride 24)")
     print("  labels:", ", ".join(f"{k} {v}" for k, v in summary["labels"].items()))
     try:
-        from .figures import save_figure  # lazily: the plotting stack may be absent
-        from .skeleton_plots import skeleton_figure
-
         walk = int(np.flatnonzero(gs.meta["content"] == "walk")[0])
         fig = skeleton_figure(gs.positions[walk], title=f"{gs.meta['clip_id'][walk]} (side view)")
         summary["figure"] = str(save_figure(fig, out / "skeleton.png"))
