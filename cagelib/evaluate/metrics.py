@@ -1,5 +1,11 @@
-"""Metrics of a probe: confusion matrix, per-class accuracy, the result record, seed aggregation, and
-the majority-class floor."""
+"""Metrics of a probe: confusion matrix, per-class, balanced and clip-level accuracy, the result record,
+seed aggregation, and the majority-class floor.
+
+A task's windows are imbalanced (long clips give many windows) and near-duplicates within a clip, so
+besides window top-1 two numbers are reported: ``balanced_accuracy`` (mean per-class recall over the
+classes present in the test fold: chance is 1 / K whatever the imbalance) and ``clip_accuracy`` (one
+vote per clip: the majority of its windows' predictions, ties -> the lowest class index).
+"""
 from __future__ import annotations
 
 import copy
@@ -29,6 +35,41 @@ def per_class_accuracy(confusion: np.ndarray) -> np.ndarray:
         return np.where(support > 0, 100.0 * np.diag(confusion) / support, np.nan)
 
 
+def balanced_accuracy(y_true, y_pred) -> float:
+    """Mean recall, in %, over the classes present in ``y_true`` (absent classes do not count)."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    if len(y_true) == 0:
+        raise ValueError("balanced_accuracy: no test samples")
+    return 100.0 * float(np.mean([np.mean(y_pred[y_true == c] == c) for c in np.unique(y_true)]))
+
+
+def clip_votes(y_pred, groups) -> tuple[np.ndarray, np.ndarray]:
+    """``(clips, vote)``: the sorted group values and each one's majority prediction over its windows;
+    a tie goes to the lowest class index."""
+    y_pred, groups = np.asarray(y_pred, dtype=np.int64), np.asarray(groups)
+    clips, inverse = np.unique(groups, return_inverse=True)
+    k = int(y_pred.max()) + 1 if len(y_pred) else 1
+    counts = np.zeros((len(clips), k), dtype=np.int64)  # (clips, K) windows predicted as each class
+    np.add.at(counts, (inverse, y_pred), 1)
+    return clips, counts.argmax(axis=1)  # argmax takes the first maximum: the lowest class index
+
+
+def clip_accuracy(y_true, y_pred, groups) -> float:
+    """Clip-level accuracy in %: the share of clips (``groups``) whose majority vote (``clip_votes``)
+    is the clip's label. Every window of a clip must carry the clip's label."""
+    y_true, groups = np.asarray(y_true, dtype=np.int64), np.asarray(groups)
+    if y_true.shape != groups.shape or y_true.shape != np.shape(y_pred) or len(y_true) == 0:
+        raise ValueError(f"clip_accuracy: need equally long non-empty y_true, y_pred, groups, got "
+                         f"{y_true.shape}, {np.shape(y_pred)}, {groups.shape}")
+    clips, vote = clip_votes(y_pred, groups)
+    inverse = np.searchsorted(clips, groups)
+    truth = np.zeros(len(clips), dtype=np.int64)
+    truth[inverse] = y_true
+    if (truth[inverse] != y_true).any():
+        raise ValueError("clip_accuracy: a clip's windows carry different labels")
+    return 100.0 * float(np.mean(vote == truth))
+
+
 @dataclass
 class EvalResult:
     """Outcome of one protocol run. ``top1`` is the test accuracy at ``selected_epoch``: the last epoch,
@@ -47,6 +88,8 @@ class EvalResult:
     n_train: int = 0  # labelled training samples used
     n_test: int = 0
     label_fraction: float = 1.0  # fraction of training labels (semi-supervised)
+    balanced: float | None = None  # balanced accuracy in % (balanced_accuracy)
+    clip_top1: float | None = None  # clip-level accuracy in % (clip_accuracy; only with test_groups)
     model: nn.Module | None = field(default=None, repr=False, compare=False)  # trained classifier
     #                                                    (finetune protocols); not serialised
 
@@ -72,7 +115,8 @@ class EvalResult:
 
 
 def aggregate_seeds(results: Sequence[EvalResult]) -> dict:
-    """Mean and sample standard deviation (ddof = 1; None for one run) of top-1 and per-class accuracy."""
+    """Mean and sample standard deviation (ddof = 1; None for one run) of top-1 and per-class accuracy,
+    and of ``balanced`` and ``clip_top1`` when every result has them (``{name}_mean``, ``_std``, ``_values``)."""
     if not results:
         raise ValueError("aggregate_seeds needs at least one result")
     protocols = {r.protocol for r in results}
@@ -86,20 +130,38 @@ def aggregate_seeds(results: Sequence[EvalResult]) -> dict:
         warnings.simplefilter("ignore", RuntimeWarning)
         pc_mean = np.nanmean(per_class, axis=0)
         pc_std = np.nanstd(per_class, axis=0, ddof=1) if n > 1 else None
-    return {
+    out = {
         "protocol": results[0].protocol, "n": n, "seeds": [r.seed for r in results],
         "top1_mean": float(top1.mean()), "top1_std": float(top1.std(ddof=1)) if n > 1 else None,
         "top1_values": top1.tolist(), "label_names": list(results[0].label_names),
         "per_class_mean": pc_mean.tolist(), "per_class_std": pc_std.tolist() if pc_std is not None else None,
     }
+    for name in ("balanced", "clip_top1"):
+        values = [getattr(r, name) for r in results]
+        if all(v is not None for v in values):
+            v = np.array(values, dtype=np.float64)
+            out.update({f"{name}_mean": float(v.mean()), f"{name}_std": float(v.std(ddof=1)) if n > 1 else None,
+                        f"{name}_values": v.tolist()})
+    return out
 
 
-def majority_result(train_y, test_y, label_names):
+def majority_result(train_y, test_y, label_names, test_groups=None):
     """``EvalResult`` of always predicting the most frequent training label (ties: the smallest label)."""
     train_y, test_y = np.asarray(train_y), np.asarray(test_y)
     k = len(label_names)
     predicted = np.full(len(test_y), np.bincount(train_y, minlength=k).argmax())
-    cm = confusion_matrix(test_y, predicted, k)
-    return EvalResult(protocol="majority", top1=100.0 * float((predicted == test_y).mean()),
+    return prediction_result("majority", test_y, predicted, label_names, test_groups, n_train=len(train_y))
+
+
+def prediction_result(protocol: str, test_y, predicted, label_names, test_groups=None, **fields) -> EvalResult:
+    """``EvalResult`` of window predictions ``predicted (n,)`` against ``test_y (n,)``: top-1, per-class,
+    confusion, balanced accuracy, and the clip-level accuracy when ``test_groups`` (clip of each window)
+    is given. ``fields``: the other ``EvalResult`` fields (train_loss, seed, config, n_train, ...)."""
+    test_y, predicted = np.asarray(test_y, dtype=np.int64), np.asarray(predicted, dtype=np.int64)
+    cm = confusion_matrix(test_y, predicted, len(label_names))
+    return EvalResult(protocol=protocol, top1=100.0 * float((predicted == test_y).mean()) if len(test_y) else 0.0,
                       per_class=per_class_accuracy(cm).tolist(), confusion=cm.tolist(),
-                      label_names=tuple(label_names), n_train=len(train_y), n_test=len(test_y))
+                      label_names=tuple(label_names), n_test=len(test_y),
+                      balanced=balanced_accuracy(test_y, predicted) if len(test_y) else None,
+                      clip_top1=None if test_groups is None else clip_accuracy(test_y, predicted, test_groups),
+                      **fields)

@@ -27,7 +27,8 @@ from ..device import module_device, resolve_device
 from .classifier import fit_classifier, init_linear_head, predict
 from .features import (as_float_tensor, check_labels, extract_features, knn_predict, make_input_transform,
                        prepare_data)
-from .metrics import EvalResult, confusion_matrix, per_class_accuracy
+from .metrics import EvalResult, prediction_result
+from .supervised import SupervisedConfig, supervised_reference
 
 PROTOCOLS = ("linear", "finetune", "semi-supervised", "supervised", "knn")
 # the protocols that probe a given encoder (supervised trains one from scratch): what evaluate_folds runs
@@ -97,14 +98,13 @@ def _split_validation(x, y, config: EvalConfig, groups=None):
     return x[tr], y[tr], (x[va], y[va])
 
 
-def _result(config, preds, test_y, num_classes, names, history, n_train, label_fraction=1.0) -> EvalResult:
-    cm = confusion_matrix(test_y.numpy(), preds.numpy(), num_classes)
-    return EvalResult(
-        protocol=config.protocol, top1=100.0 * int((preds == test_y).sum()) / max(len(test_y), 1),
-        per_class=per_class_accuracy(cm).tolist(), confusion=cm.tolist(), label_names=names,
+def _result(config, preds, test_y, names, history, n_train, label_fraction=1.0, test_groups=None) -> EvalResult:
+    """The ``EvalResult`` of test predictions; ``test_groups`` (clip of each test window) adds ``clip_top1``."""
+    return prediction_result(
+        config.protocol, test_y.numpy(), preds.numpy(), names, test_groups,
         train_loss=history["train_loss"], val_accuracy=history["val_accuracy"],
         selected_epoch=history["selected_epoch"], seed=config.seed, config=asdict(config),
-        n_train=n_train, n_test=int(test_y.shape[0]), label_fraction=label_fraction,
+        n_train=n_train, label_fraction=label_fraction,
     )
 
 
@@ -122,13 +122,14 @@ def _encoder_on(encoder: nn.Module, device: torch.device) -> nn.Module:
 
 def linear_eval(encoder: nn.Module, train_x, train_y, test_x, test_y, config: EvalConfig | None = None,
                 num_classes: int | None = None, label_names: Sequence[str] | None = None,
-                train_groups=None) -> EvalResult:
+                train_groups=None, test_groups=None) -> EvalResult:
     """Linear protocol: a linear layer on the frozen encoder's features (paper: 100 epochs, lr 30).
 
     Features are extracted once (eval mode, no grad) and the layer trains on them: the same as the
     frozen protocol without augmentation, and fast. The encoder is not modified. A randomly
     initialised encoder gives the "random init + same probe" baseline. ``train_groups`` (the clip of
-    each training window) keeps a clip's windows on one side of the validation split.
+    each training window) keeps a clip's windows on one side of the validation split; ``test_groups`` (the
+    clip of each test window) adds the clip-level accuracy (``EvalResult.clip_top1``).
     """
     config = config or EvalConfig.paper("linear")
     train_x, train_y, test_x, test_y, num_classes, names = prepare_data(
@@ -141,16 +142,18 @@ def linear_eval(encoder: nn.Module, train_x, train_y, test_x, test_y, config: Ev
         test_f = extract_features(enc, test_x, config.eval_batch_size, device, transform)
         if config.normalize_features:
             train_f, test_f = nn.functional.normalize(train_f, dim=1), nn.functional.normalize(test_f, dim=1)
-        return _fit_on_features(train_f, train_y, test_f, test_y, config, num_classes, names, device, train_groups)
+        return _fit_on_features(train_f, train_y, test_f, test_y, config, num_classes, names, device, train_groups,
+                                test_groups)
 
 
-def _fit_on_features(train_f, train_y, test_f, test_y, config, num_classes, names, device, groups) -> EvalResult:
+def _fit_on_features(train_f, train_y, test_f, test_y, config, num_classes, names, device, groups,
+                     test_groups) -> EvalResult:
     generator = torch.Generator().manual_seed(config.seed)
     head = init_linear_head(train_f.shape[1], num_classes, generator).to(device)
     fx, fy, val = _split_validation(train_f, train_y, config, groups)
     history = fit_classifier(head, fx, fy, val=val, **_fit_kwargs(config, generator, device))
     preds = predict(head, test_f, config.eval_batch_size, device)
-    return _result(config, preds, test_y, num_classes, names, history, n_train=int(fx.shape[0]))
+    return _result(config, preds, test_y, names, history, int(fx.shape[0]), test_groups=test_groups)
 
 
 class _EncoderWithHead(nn.Module):
@@ -175,11 +178,13 @@ def _feature_dim(encoder: nn.Module, sample: torch.Tensor) -> int:
 
 def finetune_eval(encoder: nn.Module, train_x, train_y, test_x, test_y, config: EvalConfig | None = None,
                   num_classes: int | None = None, label_names: Sequence[str] | None = None,
-                  augment: Augment | None = None, train_groups=None, label_fraction: float = 1.0) -> EvalResult:
+                  augment: Augment | None = None, train_groups=None, label_fraction: float = 1.0,
+                  test_groups=None) -> EvalResult:
     """Finetune protocol: a copy of the encoder plus a linear layer, all trained (paper: 20 epochs,
     lr 0.001, x0.1 at 10). ``augment(x, generator)`` (Cartesian, before the coordinate transform) is
     applied to training batches when given (paper: unstated; default none). The encoder passed in
-    is not modified; ``result.model`` is the trained classifier. ``train_groups``: as ``linear_eval``."""
+    is not modified; ``result.model`` is the trained classifier. ``train_groups``, ``test_groups``: as
+    ``linear_eval``."""
     config = config or EvalConfig.paper("finetune")
     train_x, train_y, test_x, test_y, num_classes, names = prepare_data(
         train_x, train_y, test_x, test_y, num_classes, label_names)
@@ -202,7 +207,7 @@ def finetune_eval(encoder: nn.Module, train_x, train_y, test_x, test_y, config: 
         history = fit_classifier(model, fx, fy, prepare=prepare, eval_transform=transform, val=val,
                                  **_fit_kwargs(config, generator, device))
         preds = predict(model, test_x, config.eval_batch_size, device, transform)
-    result = _result(config, preds, test_y, num_classes, names, history, int(fx.shape[0]), label_fraction)
+    result = _result(config, preds, test_y, names, history, int(fx.shape[0]), label_fraction, test_groups)
     result.model = model
     return result
 
@@ -210,7 +215,7 @@ def finetune_eval(encoder: nn.Module, train_x, train_y, test_x, test_y, config: 
 def semi_supervised_eval(encoder: nn.Module, train_x, train_y, test_x, test_y, fraction: float,
                          config: EvalConfig | None = None, num_classes: int | None = None,
                          label_names: Sequence[str] | None = None, augment: Augment | None = None,
-                         train_groups=None) -> EvalResult:
+                         train_groups=None, test_groups=None) -> EvalResult:
     """Semi-supervised protocol: finetune on a seeded, stratified ``fraction`` of the training labels
     (paper: 5 / 10 / 20 / 50 %), at least one sample per class; the test set is unchanged. With
     ``train_groups`` (clip of each window) the fraction is of clips, drawn whole."""
@@ -223,27 +228,37 @@ def semi_supervised_eval(encoder: nn.Module, train_x, train_y, test_x, test_y, f
     groups = None if train_groups is None else np.asarray(train_groups)[keep]
     keep = torch.as_tensor(keep)
     return finetune_eval(encoder, train_x[keep], train_y[keep], test_x, test_y, config, num_classes,
-                         label_names, augment, groups, label_fraction=fraction)
+                         label_names, augment, groups, label_fraction=fraction, test_groups=test_groups)
 
 
 def supervised_baseline(make_encoder: Callable[[], nn.Module], train_x, train_y, test_x, test_y,
-                        config: EvalConfig | None = None, num_classes: int | None = None,
+                        config: SupervisedConfig | EvalConfig | None = None, num_classes: int | None = None,
                         label_names: Sequence[str] | None = None, augment: Augment | None = None,
-                        train_groups=None) -> EvalResult:
-    """The same finetune protocol from a randomly initialised encoder, built by ``make_encoder()``
-    under the config's seed (e.g. ``lambda: AGCN(AGCNConfig.small())``)."""
+                        train_groups=None, test_groups=None) -> EvalResult:
+    """The supervised reference (``cagelib.evaluate.supervised``): ``make_encoder()`` (built under the
+    config's seed, e.g. ``lambda: AGCN(AGCNConfig.small())``) plus a linear head, trained from scratch.
+
+    ``config`` None or a ``SupervisedConfig``: the reference's own recipe (Adam lr 1e-3, weight decay
+    1e-4, batch 32, 60 epochs, last epoch). An ``EvalConfig`` (former callers) runs the finetune protocol
+    it describes from the random encoder, with ``augment`` and ``train_groups`` as in ``finetune_eval``.
+    """
     if isinstance(make_encoder, nn.Module):
         raise TypeError("supervised_baseline needs a factory (e.g. lambda: AGCN(cfg)), not a module instance")
-    config = config or EvalConfig.paper("supervised")
+    if not isinstance(config, EvalConfig):
+        if augment is not None:
+            raise ValueError("supervised_baseline: the SupervisedConfig recipe has no augmentation")
+        return supervised_reference(make_encoder, train_x, train_y, test_x, test_y, config, num_classes,
+                                    label_names, test_groups)
     with _seeded_global_rng(config.seed, resolve_device(config.device)):
         encoder = make_encoder()
     return finetune_eval(encoder, train_x, train_y, test_x, test_y, config, num_classes, label_names, augment,
-                         train_groups)
+                         train_groups, test_groups=test_groups)
 
 
 def knn_eval(encoder: nn.Module | None, train_x, train_y, test_x, test_y, k: int = 20,
              temperature: float | None = 0.07, config: EvalConfig | None = None,
-             num_classes: int | None = None, label_names: Sequence[str] | None = None) -> EvalResult:
+             num_classes: int | None = None, label_names: Sequence[str] | None = None,
+             test_groups=None) -> EvalResult:
     """k-NN on cosine similarity of frozen features: a fast check, no training. With
     ``encoder=None``, ``train_x``/``test_x`` are features ``(N, F)``; see ``features.knn_predict``."""
     config = config or EvalConfig.paper("knn")
@@ -259,7 +274,7 @@ def knn_eval(encoder: nn.Module | None, train_x, train_y, test_x, test_y, k: int
     preds = knn_predict(train_x, train_y, test_x, num_classes, k=k, temperature=temperature)
     history = {"train_loss": [], "val_accuracy": None, "selected_epoch": 0}
     config = replace(config, protocol="knn")
-    result = _result(config, preds, test_y, num_classes, names, history, n_train=int(train_x.shape[0]))
+    result = _result(config, preds, test_y, names, history, int(train_x.shape[0]), test_groups=test_groups)
     result.config.update(k=k, temperature=temperature)
     return result
 
@@ -268,14 +283,14 @@ def evaluate_folds(encoder: nn.Module, task, folds, protocol: str, config: EvalC
                    k: int = 10, on_fold: Callable[[], None] | None = None) -> list[EvalResult]:
     """``protocol`` (one of ``FOLD_PROTOCOLS``) on ``encoder`` over ``folds`` ``[(train, test), ...]`` of
     ``task`` (``x``, ``y``, ``groups``: the clip of each window, ``label_names``; e.g.
-    ``cagelib.data.tasks.EmotionTask``): one ``EvalResult`` per fold. ``fraction``: the semi-supervised
+    ``cagelib.data.tasks.GaitTask``): one ``EvalResult`` per fold, with the clip-level accuracy. ``fraction``: the semi-supervised
     label fraction; ``k``: the k-NN neighbours; ``on_fold()`` runs after every fold (progress bars)."""
     if protocol not in FOLD_PROTOCOLS:
         raise ValueError(f"evaluate_folds: protocol must be one of {FOLD_PROTOCOLS}, got {protocol!r}")
     results = []
     for train, test in folds:
         args = (task.x[train], task.y[train], task.x[test], task.y[test])
-        kw = dict(config=config, label_names=task.label_names)
+        kw = dict(config=config, label_names=task.label_names, test_groups=task.groups[test])
         if protocol == "linear":
             res = linear_eval(encoder, *args, train_groups=task.groups[train], **kw)
         elif protocol == "knn":
