@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from cagelib.methods.cage import ContrastConfig
 from cagelib.methods.encoders import AGCNConfig
-from cagelib.pretrain.config import LEGACY_REPRESENTATION, PretrainConfig, build_model
+from cagelib.pretrain.config import LEGACY_REPRESENTATION, LEGACY_VIEWS, PretrainConfig, build_model
 from cagelib.pretrain.health import (HealthConfig, HealthMonitor, alignment, clip_halves, knn_balanced_accuracy,
                                      retrieval, spread, uniformity)
 from cagelib.pretrain.loop import HEALTH_INIT, pretrain
@@ -89,7 +89,7 @@ def test_health_changes_no_loss_and_lands_in_metrics_jsonl(tmp_path):
     lines = [json.loads(line) for line in (on.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [m["epoch"] for m in lines] == [1, 2] and lines == on.history
     assert json.loads((on.run_dir / HEALTH_INIT).read_text()) == on.health_init
-    assert set(on.health_init) == health_keys
+    assert set(on.health_init) == health_keys | {"epoch", "chance"} and on.health_init["chance"] == 1 / 32
     assert off.health_init is None and not (off.run_dir / HEALTH_INIT).exists()
     for name, parameter in on.model.state_dict().items():
         assert torch.equal(parameter, off.model.state_dict()[name]), name
@@ -110,9 +110,10 @@ def test_resume_keeps_the_initial_health_and_an_old_config_loads(tmp_path):
     resumed = pretrain(config(tmp_path, epochs=2), x, resume=True, callback=Plot())
     assert resumed.health_init == first.health_init and seen == [first.health_init, 2]
     old = config(tmp_path).to_dict()
-    del old["representation"], old["health"]
+    del old["representation"], old["health"], old["contrast"]["views"]
     loaded = PretrainConfig.from_dict(json.loads(json.dumps(old)))
     assert loaded.representation == LEGACY_REPRESENTATION and loaded.health == HealthConfig()
+    assert loaded.contrast.views == LEGACY_VIEWS
     assert PretrainConfig.from_dict(json.loads(json.dumps(config(tmp_path).to_dict()))) == config(tmp_path)
 
 
@@ -127,3 +128,18 @@ def test_a_run_that_learns_shows_retrieval_and_spread_rising(tmp_path):
     assert last["retrieval_cartesian"] > 20 / 64  # chance: 1 / 64
     assert init["spread_cartesian"] < 0.05 < 0.3 < last["spread_cartesian"]
     assert last["uniformity_cartesian"] < init["uniformity_cartesian"] - 0.5
+
+
+def test_the_pretraining_plot_shows_health_from_epoch_0_beside_the_loss():
+    from cagelib.lab.notebook import LiveLossPlot
+
+    live = LiveLossPlot("t")
+    live.handle = type("Handle", (), {"update": lambda self, figure: None})()  # no notebook display here
+    live.health_init({"epoch": 0, "chance": 0.25, "retrieval_cartesian": 0.3, "spread_cartesian": 0.01})
+    live(1, {"epoch": 1, "loss": 3.0, "acc": 0.5, "retrieval_cartesian": 0.6, "spread_cartesian": 0.4})
+    loss, _, health = live.figure().axes  # loss, its accuracy axis, health
+    lines = {line.get_label(): (list(line.get_xdata()), list(line.get_ydata())) for line in health.get_lines()}
+    assert lines["retrieval_cartesian"] == ([0, 1], [0.3, 0.6]) and lines["spread_cartesian"] == ([0, 1], [0.01, 0.4])
+    assert lines["retrieval chance (1 / windows)"][1] == [0.25, 0.25]
+    assert all(line.get_marker() == "o" for line in loss.get_lines())  # a 1-epoch run is visible
+    assert health.get_xlabel() == "epoch" and health.get_title()

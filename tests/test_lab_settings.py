@@ -51,13 +51,15 @@ def test_every_parameter_is_used_after_the_parameters_cell(name):
 # a distinctive, valid value for every RunSettings field, and where it must arrive
 PRETRAIN = dict(method="hsmb", epochs=7, milestones=[3, 5], batch_size=17, lr=0.037, queue_size=123, momentum=0.9,
                 encoder="paper", window=40, max_pretrain_windows=77, corpus="dataset-2", ambiguity_speed="down",
-                speed_up_rate=2, speed_down_rate=0.1, seed=5, device="cpu", fast=True)
+                speed_up_rate=2, speed_down_rate=0.1, seed=5, device="cpu", fast=True, representation="root_velocity",
+                views="crop")
 
 
 def test_every_pretraining_parameter_reaches_the_model_optimizer_or_data():
     params, code = notebook("03_pretrain")
     assert set(PRETRAIN) == {f.name for f in fields(RunSettings)} <= set(params)
     assert "pretrain_run(settings, run_dir=run_dir, outputs=outputs" in code and "set_threads(threads)" in code
+    assert (params["representation"], params["views"]) == (RunSettings().representation, RunSettings().views)
     settings = RunSettings.from_dict({**params, **PRETRAIN})
     config = pretrain_config(settings, "runs/x")
     model = build_model(config)
@@ -69,7 +71,8 @@ def test_every_pretraining_parameter_reaches_the_model_optimizer_or_data():
         "encoder": "paper" if config.model == AGCNConfig() else "small",
         "ambiguity_speed": model.ambiguity.speed, "speed_up_rate": model.ambiguity.speed_up_rate,
         "speed_down_rate": model.ambiguity.speed_down_rate, "seed": config.seed, "device": config.device,
-        "fast": config.fast is not None,
+        "fast": config.fast is not None, "representation": model.representation,
+        "views": "crop" if [type(t).__name__ for t in model.augment.transforms] == ["Crop"] else model.config.views,
     }
     data_settings = {"window", "max_pretrain_windows", "corpus"}
     assert arrived == {k: v for k, v in PRETRAIN.items() if k not in data_settings}
@@ -77,6 +80,10 @@ def test_every_pretraining_parameter_reaches_the_model_optimizer_or_data():
     data, other = run_data(settings), run_data(RunSettings.from_dict({**PRETRAIN, "corpus": "other"}))
     assert data.pretrain_x.shape[:2] == (PRETRAIN["max_pretrain_windows"], PRETRAIN["window"])
     assert not np.array_equal(data.pretrain_x, other.pretrain_x)  # dataset-2 walking, not every other clip
+    assert data.representation == PRETRAIN["representation"] == settings.task_config().representation
+    velocity = RunSettings.from_dict({**PRETRAIN, "representation": "root_relative"})
+    assert np.array_equal(data.pretrain_x[:, :, 1:], run_data(velocity).pretrain_x[:, :, 1:])  # only the root differs
+    assert not np.array_equal(data.pretrain_x[:, :, 0], run_data(velocity).pretrain_x[:, :, 0])
 
 
 def test_the_demo_builds_its_configuration_on_the_same_path():

@@ -115,6 +115,53 @@ def plot_loss_curves(history, title: str | None = None, logy: bool = False):
     return fig
 
 
+HEALTH_CURVES = ("retrieval", "spread", "knn")  # the health metrics of the pretraining plot (cagelib.pretrain.health)
+
+
+def plot_pretraining(history: Sequence[Mapping], health_init: Mapping | None = None, title: str | None = None):
+    """Pretraining per epoch: the losses (and positive-pair accuracy) on the left; the training health
+    (``cagelib.pretrain.health``: retrieval, spread, k-NN per stream, from epoch 0 = ``health_init``, with
+    retrieval's chance line ``health_init["chance"]``) on the right, when the run measures it."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    history = list(history)
+    rows = ([dict(health_init)] if health_init else []) + history
+    health = [k for k in (rows[0] if rows else {}) if k.split("_")[0] in HEALTH_CURVES]
+    fig = Figure(figsize=(11 if health else 6, 3.8))
+    ax = fig.add_subplot(121 if health else 111)
+    epochs = [m["epoch"] for m in history]
+    accuracy = None
+    for i, key in enumerate(k for k in (history[0] if history else {}) if k.startswith("loss") or k == "acc"):
+        if key == "acc":
+            accuracy = accuracy or ax.twinx()
+            accuracy.plot(epochs, [m[key] for m in history], "s--", color=f"C{i}", label="positive-pair acc")
+            accuracy.set_ylabel("positive-pair accuracy (fraction)")
+        else:
+            ax.plot(epochs, [m[key] for m in history], "o-", color=f"C{i}", label=key)
+    ax.set(xlabel="epoch", ylabel="loss (InfoNCE, nats)", title="loss")
+    handles = [h for a in (ax, accuracy) if a is not None for h in a.get_legend_handles_labels()[0]]
+    ax.legend(handles, [h.get_label() for h in handles], loc="upper center", bbox_to_anchor=(0.5, -0.2),
+              ncol=3, fontsize="small", frameon=False)
+    axes = [ax]
+    if health:
+        right = fig.add_subplot(122)
+        for i, key in enumerate(health):
+            kept = [m for m in rows if key in m]
+            right.plot([m["epoch"] for m in kept], [m[key] for m in kept], "o-", color=f"C{i}", label=key)
+        if health_init and "chance" in health_init:
+            right.axhline(health_init["chance"], color="grey", linestyle=":", label="retrieval chance (1 / windows)")
+        right.set(xlabel="epoch", ylabel="fraction (spread: std x sqrt(D))", title="training health (eval mode)")
+        right.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, fontsize="small", frameon=False)
+        axes.append(right)
+    for a in axes:
+        a.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if title:
+        fig.suptitle(title)
+    fig.subplots_adjust(bottom=0.32, wspace=0.35)
+    return fig
+
+
 def draw_confusion(ax, confusion, names: Sequence, normalize: bool = True, counts: bool = True,
                    row_names: bool = True):
     """Draw a confusion matrix (rows true, columns predicted) on ``ax``; ``normalize`` shows each row in

@@ -13,26 +13,34 @@ from pathlib import Path
 import nbformat
 
 from ..atomic import atomic_write_text
-from .figures import plot_loss_curves
+from .figures import plot_pretraining
 from .runs import runs_table
 
 
 class LiveLossPlot:
     """``pretrain`` callback: after each epoch, redraw the loss components (and the positive-pair
-    accuracy) in the notebook output, in place. ``history`` holds the metrics received so far."""
+    accuracy) and, beside them, the training health (retrieval, spread, k-NN; ``cagelib.pretrain.health``)
+    in the notebook output, in place. ``history`` holds the metrics received so far, ``initial`` the
+    health before training (``health_init``, shown as epoch 0)."""
 
     def __init__(self, title: str = "pretraining"):
-        self.title, self.history, self.handle = title, [], None
+        self.title, self.history, self.initial, self.handle = title, [], None, None
 
     def figure(self):
-        keys = [k for k in (self.history[0] if self.history else {}) if k.startswith("loss") or k == "acc"]
-        series = {("positive-pair acc" if k == "acc" else k): [m[k] for m in self.history] for k in keys}
-        return plot_loss_curves(series, title=self.title)
+        return plot_pretraining(self.history, self.initial, title=self.title)
+
+    def health_init(self, metrics: dict) -> None:
+        """The health before training (called by ``pretrain`` before the first epoch)."""
+        self.initial = dict(metrics)
+        self._show()
 
     def __call__(self, epoch: int, metrics: dict) -> None:
+        self.history.append(dict(metrics))
+        self._show()
+
+    def _show(self) -> None:
         from IPython.display import display  # only inside a notebook kernel
 
-        self.history.append(dict(metrics))
         figure = self.figure()
         if self.handle is None:
             self.handle = display(figure, display_id=True)

@@ -40,7 +40,7 @@ from ..data.tasks import CORPORA, EmotionTask, TaskConfig, emotion_data
 from ..methods.cage import PRESETS, ContrastConfig
 from ..methods.encoders import AGCNConfig
 from ..methods.registry import available_methods
-from ..pretrain.config import PretrainConfig, paper_schedule
+from ..pretrain.config import LEGACY_REPRESENTATION, LEGACY_VIEWS, PretrainConfig, paper_schedule
 from ..pretrain.fast import FastConfig
 from ..pretrain.loop import PretrainResult, pretrain
 
@@ -107,6 +107,8 @@ class RunSettings:
     seed: int = core_default(PretrainConfig, "seed")  # model init, shuffling and augmentation
     device: str = core_default(PretrainConfig, "device")  # "auto" (CUDA if available), "cpu", "cuda:1", ...
     fast: bool = False  # CUDA only: bf16 autocast, torch.compile, CUDA graphs (cagelib.pretrain.fast); no effect on CPU
+    representation: str = core_default(TaskConfig, "representation")  # what the root joint holds (cagelib.representation)
+    views: str = core_default(ContrastConfig, "views")  # contrastive views (cagelib.methods.body_augment.VIEWS)
 
     def __post_init__(self) -> None:
         self.milestones = tuple(int(m) for m in self.milestones)
@@ -129,8 +131,11 @@ class RunSettings:
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunSettings":
+        """The settings in ``d`` (other keys ignored); a ``workbench.json`` written before ``representation``
+        and ``views`` existed gets what its run was trained with (``LEGACY_REPRESENTATION``, ``LEGACY_VIEWS``)."""
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        legacy = {"representation": LEGACY_REPRESENTATION, "views": LEGACY_VIEWS}
+        return cls(**{**legacy, **{k: v for k, v in d.items() if k in known}})
 
     def schedule(self) -> tuple[int, ...]:
         """The lr milestones: the given ones, or 50 % and 80 % of the epochs (dropping those >= epochs)."""
@@ -139,7 +144,7 @@ class RunSettings:
     def task_config(self) -> TaskConfig:
         """Windows of the emotion task and the corpus (task stride = window / 4, corpus stride = window)."""
         return TaskConfig(window=self.window, stride=max(1, self.window // 4), pretrain_stride=self.window,
-                          max_pretrain_windows=self.max_pretrain_windows or None)
+                          max_pretrain_windows=self.max_pretrain_windows or None, representation=self.representation)
 
     @property
     def variant(self) -> str:
@@ -162,15 +167,15 @@ class RunSettings:
 def pretrain_config(settings: RunSettings, run_dir: str | os.PathLike, progress: bool = True) -> PretrainConfig:
     """The ``PretrainConfig`` of ``settings``: the one mapping from notebook / grid / demo settings to the
     objects that use them (every ``RunSettings`` field but the data's ``window``, ``max_pretrain_windows``
-    and ``corpus``, which ``run_data`` uses)."""
+    and ``corpus``, which ``run_data`` uses; ``representation`` goes to both)."""
     contrast = ContrastConfig.preset(settings.method, queue_size=settings.queue_size, momentum=settings.momentum,
                                      ambiguity_speed=settings.ambiguity_speed, speed_up_rate=settings.speed_up_rate,
-                                     speed_down_rate=settings.speed_down_rate)
+                                     speed_down_rate=settings.speed_down_rate, views=settings.views)
     return PretrainConfig(epochs=settings.epochs, milestones=settings.schedule(), batch_size=settings.batch_size,
                           lr=settings.lr, seed=settings.seed, device=settings.device,
                           model=AGCNConfig.small() if settings.encoder == "small" else AGCNConfig(),
                           contrast=contrast, run_dir=str(run_dir), progress=progress,
-                          fast=FastConfig() if settings.fast else None)
+                          fast=FastConfig() if settings.fast else None, representation=settings.representation)
 
 
 def run_data(settings: RunSettings) -> EmotionTask:
@@ -210,7 +215,14 @@ def pretrain_run(settings: RunSettings, run_dir: str | os.PathLike = "", outputs
     atomic_write_json(saved, {"settings": asdict(settings), "task": asdict(settings.task_config()),
                        "data": data.summary()})
     return pretrain(pretrain_config(settings, run_dir, progress), data.pretrain_x, run_dir, resume=True,
-                    callback=callback)
+                    callback=callback, health_labels=health_labels(data))
+
+
+def health_labels(task: EmotionTask) -> tuple:
+    """The labelled windows of the health monitor's k-NN (``cagelib.pretrain.health``): the TRAINING side
+    of fold 0 of the task's folds, ``(x, y, groups)``; its test side is never seen during pretraining."""
+    train, _ = task.folds()[0]
+    return task.x[train], task.y[train], task.groups[train]
 
 
 def set_threads(threads: int = 1) -> int:

@@ -18,7 +18,9 @@ from ..representation import DEFAULT_REPRESENTATION, REPRESENTATIONS
 from .fast import FastConfig
 from .health import HealthConfig
 
-LEGACY_REPRESENTATION = "first_frame"  # the input of every run written before PretrainConfig.representation
+# What the runs written before PretrainConfig.representation and ContrastConfig.views were trained with:
+LEGACY_REPRESENTATION = "first_frame"  # their windows were first-frame centred
+LEGACY_VIEWS = "paper"  # their views were Crop + Joint Jittering (Eq. 1)
 
 
 def paper_schedule(method: str) -> tuple[int, tuple[int, ...]]:
@@ -79,13 +81,15 @@ class PretrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "PretrainConfig":
         """Inverse of ``to_dict`` (also of its JSON round trip). Fields missing from an older
-        ``config.json`` take their defaults, except ``representation``: ``LEGACY_REPRESENTATION``, the
-        windows those runs were trained on."""
+        ``config.json`` take their defaults, except what those runs were trained with:
+        ``representation`` = ``LEGACY_REPRESENTATION`` and ``contrast.views`` = ``LEGACY_VIEWS``."""
         unknown = set(d) - {f.name for f in fields(cls)}
         if unknown:
             raise ValueError(f"PretrainConfig: unknown fields {sorted(unknown)}")
         if "representation" not in d:  # written before the field: those runs trained on first-frame windows
             d = {**d, "representation": LEGACY_REPRESENTATION}
+        if isinstance(d.get("contrast"), dict) and "views" not in d["contrast"]:  # and with the paper's views
+            d = {**d, "contrast": {**d["contrast"], "views": LEGACY_VIEWS}}
         return cls(**d)
 
 

@@ -12,7 +12,8 @@ Training health (``cagelib.pretrain.health``, ``config.health``; None = off): a 
 fixed corpus windows and views measures retrieval, alignment, uniformity, spread (and k-NN when
 ``health_labels`` are given) before training and after every epoch. After an epoch they are merged into
 that epoch's ``metrics.jsonl`` record (and the history), so ``metrics.jsonl`` keeps one line per trained
-epoch. Before training (epoch 0) they go to ``health_init.json`` in the run folder, written once by the
+epoch. Before training they go to ``health_init.json`` in the run folder (with ``"epoch": 0`` and
+``"chance"``, retrieval's chance level 1 / windows), written once by the
 fresh run and read back on resume (never recomputed from a resumed model), also returned as
 ``PretrainResult.health_init`` and passed to ``callback.health_init(metrics)`` when the callback has it. The monitor draws from its own
 generator and runs the model in eval mode, so the losses are bitwise those of a run with health off.
@@ -125,7 +126,7 @@ def _health_init(run_dir: Path, monitor: HealthMonitor, model: nn.Module, fresh:
     path = run_dir / HEALTH_INIT
     if not fresh:
         return json.loads(path.read_text()) if path.is_file() else None
-    health = monitor(model)
+    health = {"epoch": 0, "chance": monitor.chance, **monitor(model)}  # chance: retrieval's, 1 / windows
     atomic_write_json(path, health)
     return health
 
