@@ -25,7 +25,9 @@ from typing import Mapping
 
 import numpy as np
 
+from ..errors import DataFileError, JointMapError, NonFiniteError, first_nonfinite
 from ..skeleton import JOINT_NAMES, NUM_JOINTS
+from .gaps import DEFAULT_MAX_GAP, apply_nan_policy, check_nan_policy
 
 # Bandai-Namco-Research-Motiondataset bone -> cagelib joint name. The side comes from the names in
 # cagelib.skeleton (joints 4-6 / 10-12 are "left"), so the left/right choice lives there only.
@@ -59,8 +61,17 @@ class BVHClip:
         return 1.0 / self.frame_time
 
 
-def parse_bvh(text: str, path: str = "<string>") -> BVHClip:
-    """Parse BVH ``text`` (the whole file). Errors name ``path`` and the problem."""
+def parse_bvh(text: str, path: str = "<string>", nan_policy: str = "reject",
+              max_gap: int = DEFAULT_MAX_GAP) -> BVHClip:
+    """Parse BVH ``text`` (the whole file). Errors are ``DataFileError`` naming ``path``, the line and
+    the problem.
+
+    Checked: the HIERARCHY's structure and numbers, ``Frames:`` (an integer >= 1) and ``Frame Time:``
+    (finite, > 0), one MOTION line per frame with exactly one value per channel, numeric values.
+    NaN / inf values: ``nan_policy`` (``cagelib.data.gaps``: rejected by default, or short gaps of a
+    channel interpolated with ``nan_policy="interpolate"``).
+    """
+    check_nan_policy(nan_policy, max_gap)
     lines = text.splitlines()
     names: list[str] = []
     parents: list[int] = []
@@ -71,13 +82,16 @@ def parse_bvh(text: str, path: str = "<string>") -> BVHClip:
     pending: int | None = None  # joint (or End Site) declared, its "{" not yet read
     i = 0
     if not lines or lines[0].strip() != "HIERARCHY":
-        raise ValueError(f"{path}: not a BVH file (first line must be HIERARCHY)")
+        raise DataFileError(path, None, "not a BVH file (first line must be HIERARCHY)")
     for i in range(1, len(lines)):
         tokens = lines[i].split()
         if not tokens:
             continue
         key = tokens[0]
         try:
+            if pending is not None and key != "{":
+                raise ValueError(f"expected '{{' after the declaration of {'an End Site' if pending < 0 else repr(names[pending])}, "
+                                 f"got {key!r}")
             if key in ("ROOT", "JOINT"):
                 names.append(" ".join(tokens[1:]))
                 parents.append(next((j for j in reversed(stack) if j >= 0), -1) if key == "JOINT" else -1)
@@ -95,18 +109,28 @@ def parse_bvh(text: str, path: str = "<string>") -> BVHClip:
                 stack.append(pending)
                 pending = None
             elif key == "}":
+                if not stack:
+                    raise ValueError("'}' without an open block")
                 stack.pop()
             elif key == "OFFSET":
-                value = [float(v) for v in tokens[1:4]]
+                if not stack:
+                    raise ValueError("OFFSET outside a joint")
+                value = [float(v) for v in tokens[1:]]
                 if len(value) != 3:
-                    raise ValueError("OFFSET needs 3 numbers")
+                    raise ValueError(f"OFFSET needs 3 numbers, got {len(value)}")
+                if not np.isfinite(value).all():
+                    raise ValueError("OFFSET contains NaN or inf")
                 if stack[-1] == -2:
                     end_sites[-1] = (end_sites[-1][0], np.array(value))
                 else:
                     offsets[stack[-1]] = value
             elif key == "CHANNELS":
+                if not stack or stack[-1] < 0:
+                    raise ValueError("CHANNELS outside a joint (End Sites have no channels)")
+                if len(tokens) < 2 or not tokens[1].isdigit():
+                    raise ValueError(f"bad CHANNELS line {lines[i].strip()!r}: expected a channel count")
                 n = int(tokens[1])
-                chans = tuple(tokens[2 : 2 + n])
+                chans = tuple(tokens[2:])
                 bad = [c for c in chans if len(c) != 9 or c[0] not in _AXES or c[1:] not in ("position", "rotation")]
                 if len(chans) != n or bad:
                     raise ValueError(f"bad CHANNELS line {lines[i].strip()!r}")
@@ -116,31 +140,82 @@ def parse_bvh(text: str, path: str = "<string>") -> BVHClip:
             else:
                 raise ValueError(f"unexpected token {key!r}")
         except (IndexError, ValueError) as err:
-            raise ValueError(f"{path}: line {i + 1}: {err}") from None
+            raise DataFileError(path, f"line {i + 1}", str(err)) from None
     else:
-        raise ValueError(f"{path}: no MOTION section")
-    if stack or not names:
-        raise ValueError(f"{path}: unbalanced braces or no joints in HIERARCHY")
-    try:
-        n_frames = int(lines[i + 1].split(":")[1])
-        frame_time = float(lines[i + 2].split(":")[1])
-    except (IndexError, ValueError):
-        raise ValueError(f"{path}: expected 'Frames:' and 'Frame Time:' after MOTION") from None
-    n_channels = sum(len(c) for c in channels)
-    values = np.array(" ".join(lines[i + 3 :]).split(), dtype=np.float64)
-    if values.size != n_frames * n_channels:
-        raise ValueError(
-            f"{path}: MOTION has {values.size} values, expected {n_frames} frames x {n_channels} channels"
-        )
-    if not np.isfinite(values).all():
-        raise ValueError(f"{path}: MOTION contains NaN or inf")
+        raise DataFileError(path, None, "no MOTION section")
+    if pending is not None or stack or not names:
+        raise DataFileError(path, f"line {i + 1}", "MOTION before the HIERARCHY is complete (unbalanced braces "
+                            "or no joints)")
+    n_frames = _header_value(lines, i + 1, "Frames:", path)
+    frame_time = _header_value(lines, i + 2, "Frame Time:", path)
+    if int(n_frames) != n_frames or n_frames < 1:
+        raise DataFileError(path, f"line {i + 2}", f"Frames: must be an integer >= 1, got {n_frames:g}")
+    if not (np.isfinite(frame_time) and frame_time > 0 and np.isfinite(1.0 / frame_time)):
+        raise DataFileError(path, f"line {i + 3}", f"Frame Time: must be a finite number > 0, got {frame_time}")
+    n_frames = int(n_frames)
+    motion = _motion_values(lines, i + 3, n_frames, sum(len(c) for c in channels), path)
+    if not np.isfinite(motion).all():
+        if nan_policy == "reject":
+            frame = int(np.flatnonzero(~np.isfinite(motion).all(axis=1))[0])
+            raise NonFiniteError(path, f"line {_frame_line(lines, i + 3, frame) + 1} (frame {frame})",
+                                 "contains NaN or inf",
+                                 f"pass nan_policy='interpolate' to fill gaps of up to {max_gap} frames")
+        motion = apply_nan_policy(motion, nan_policy, max_gap, path, "MOTION")
     return BVHClip(names, np.array(parents), np.array(offsets, dtype=np.float64), channels, end_sites,
-                   values.reshape(n_frames, n_channels), frame_time, path)
+                   motion, frame_time, path)
 
 
-def read_bvh_clip(path: str | Path) -> BVHClip:
-    """Read and parse one ``.bvh`` file."""
-    return parse_bvh(Path(path).read_text(), str(path))
+def _header_value(lines: list[str], index: int, key: str, path: str) -> float:
+    line = lines[index].strip() if index < len(lines) else ""
+    value = line[len(key):].strip() if line.startswith(key) else None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise DataFileError(path, f"line {index + 1}", f"expected '{key} <number>' after MOTION, got {line[:40]!r}") \
+            from None
+
+
+def _frame_line(lines: list[str], first: int, frame: int) -> int:
+    """Index in ``lines`` of the ``frame``-th non-blank line from ``first``."""
+    return [k for k in range(first, len(lines)) if lines[k].strip()][frame]
+
+
+def _motion_values(lines: list[str], first: int, n_frames: int, n_channels: int, path: str) -> np.ndarray:
+    """``(n_frames, n_channels)`` float64 from the non-blank lines from ``first``: one line per frame."""
+    rows = [(k, line.split()) for k, line in enumerate(lines[first:], start=first) if line.strip()]
+    for k, row in rows:
+        if len(row) != n_channels:
+            raise DataFileError(path, f"line {k + 1}", f"{len(row)} values, expected {n_channels} "
+                                "(one per channel)")
+    if len(rows) != n_frames:
+        raise DataFileError(path, None, f"MOTION has {len(rows) * n_channels} values, expected {n_frames} frames x "
+                            f"{n_channels} channels ({len(rows)} frame lines for Frames: {n_frames})")
+    try:
+        return np.array([row for _, row in rows], dtype=np.float64).reshape(n_frames, n_channels)
+    except ValueError:  # find the culprit line
+        out = np.empty((n_frames, n_channels))
+        for f, (k, row) in enumerate(rows):
+            for c, token in enumerate(row):
+                try:
+                    out[f, c] = float(token)
+                except ValueError:
+                    raise DataFileError(path, f"line {k + 1}", f"{token[:40]!r} is not a number") from None
+        return out
+
+
+def read_bvh_clip(path: str | Path, nan_policy: str = "reject", max_gap: int = DEFAULT_MAX_GAP) -> BVHClip:
+    """Read and parse one ``.bvh`` file (UTF-8, or Latin-1 when it is not UTF-8); see ``parse_bvh``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    raw = path.read_bytes()
+    if b"\0" in raw:
+        raise DataFileError(path, None, "is a binary file (it contains NUL bytes), not BVH text")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = raw.decode("latin-1")  # joint names in a legacy encoding; the numbers are ASCII either way
+    return parse_bvh(text, str(path), nan_policy, max_gap)
 
 
 def euler_to_matrix(angles_deg: np.ndarray, order: str) -> np.ndarray:
@@ -201,13 +276,16 @@ def resolve_joint_map(joint_map: Mapping[str, str | int], names: list[str], path
     for bvh_name, target in joint_map.items():
         j = JOINT_NAMES.index(target) if isinstance(target, str) else int(target)
         if bvh_name not in names:
-            raise KeyError(f"{path}: joint map names {bvh_name!r}, which is not in the file ({names})")
+            raise JointMapError(path, None, f"joint map names {bvh_name!r}, which is not in the file ({names})")
+        if names.count(bvh_name) > 1:
+            raise DataFileError(path, None, f"joint map names {bvh_name!r}, which the file has {names.count(bvh_name)} "
+                                "times")
         if index[j] >= 0:
-            raise ValueError(f"{path}: joint map sends two BVH joints to {JOINT_NAMES[j]!r}")
+            raise DataFileError(path, None, f"joint map sends two BVH joints to {JOINT_NAMES[j]!r}")
         index[j] = names.index(bvh_name)
     missing = [JOINT_NAMES[j] for j in range(NUM_JOINTS) if index[j] < 0]
     if missing:
-        raise ValueError(f"{path}: joint map leaves cagelib joints unmapped: {missing}")
+        raise DataFileError(path, None, f"joint map leaves cagelib joints unmapped: {missing}")
     return index
 
 
@@ -215,14 +293,24 @@ def read_bvh(
     path: str | Path,
     joint_map: Mapping[str, str | int] = BANDAI_JOINT_MAP,
     scale: float = CENTIMETRES_TO_METRES,
+    nan_policy: str = "reject",
+    max_gap: int = DEFAULT_MAX_GAP,
 ) -> tuple[np.ndarray, float]:
     """A BVH clip as 16-joint positions: ``(float32 (T, 16, 3), fps)``.
 
     ``joint_map`` sends BVH joint names to cagelib joint names (``cagelib.skeleton.JOINT_NAMES``) or
     indices; every one of the 16 joints must be mapped. ``scale`` multiplies the file's units (the
-    default turns Bandai centimetres into metres; pass 1.0 to keep them).
+    default turns Bandai centimetres into metres; pass 1.0 to keep them). ``nan_policy``, ``max_gap``:
+    NaN / inf channel values are an error, or short gaps are interpolated (``cagelib.data.gaps``).
+    Every problem is a ``DataFileError`` naming the file (and the line or frame).
     """
-    clip = read_bvh_clip(path)
+    if not (np.isfinite(scale) and scale > 0):
+        raise ValueError(f"scale must be a finite number > 0, got {scale}")
+    clip = read_bvh_clip(path, nan_policy, max_gap)
     index = resolve_joint_map(joint_map, clip.names, str(path))
-    positions = forward_kinematics(clip)[:, index] * scale  # (T, 16, 3)
-    return positions.astype(np.float32), clip.fps
+    with np.errstate(over="ignore", invalid="ignore"):
+        positions = (forward_kinematics(clip)[:, index] * scale).astype(np.float32)  # (T, 16, 3)
+    frame = first_nonfinite(positions)
+    if frame is not None:
+        raise DataFileError(path, f"frame {frame}", "joint positions overflow (values too large for float32)")
+    return positions, clip.fps
