@@ -154,11 +154,13 @@ def plot_pretraining(history: Sequence[Mapping], health_init: Mapping | None = N
         right.set(xlabel="epoch", ylabel="fraction (spread: std x sqrt(D))", title="training health (eval mode)")
         right.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, fontsize="small", frameon=False)
         axes.append(right)
-    for a in axes:
+    first, last = (0 if health else 1), max([m["epoch"] for m in rows] or [1])
+    for a in axes:  # whole epochs, the same range on both panels, a single epoch still in view
         a.xaxis.set_major_locator(MaxNLocator(integer=True))
+        a.set_xlim(first - 0.3, last + 0.3)
     if title:
         fig.suptitle(title)
-    fig.subplots_adjust(bottom=0.32, wspace=0.35)
+    fig.subplots_adjust(bottom=0.32, top=0.82, wspace=0.35)
     return fig
 
 
