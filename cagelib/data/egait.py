@@ -21,7 +21,9 @@ from typing import Sequence
 import h5py
 import numpy as np
 
+from ..errors import CagelibError, DataFileError, NonFiniteError, first_nonfinite
 from ..skeleton import NUM_JOINTS
+from .gaps import DEFAULT_MAX_GAP, apply_nan_policy, check_nan_policy
 from .gaitset import GaitSet
 
 # The STEP code's order (classifier scripts: emotions = ['Angry', 'Neutral', 'Happy', 'Sad']).
@@ -33,36 +35,52 @@ FILENAME_LABEL_NAMES: tuple[str, ...] = ("happy", "angry", "sad", "neutral")
 def _read_h5(path: Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
+    key = None
     try:
         with h5py.File(path, "r") as f:
             out = {}
             for key in f.keys():
                 if not isinstance(f[key], h5py.Dataset):
-                    raise ValueError(f"{path}: entry {key!r} is a group; expected one dataset per gait")
+                    raise DataFileError(path, None, f"entry {key!r} is a group; expected one dataset per gait")
                 out[key] = f[key][()]
             return out
-    except OSError as err:
-        raise ValueError(f"{path}: cannot be read as HDF5 ({err})") from None
+    except (OSError, TypeError, ValueError, KeyError, RuntimeError) as err:
+        if isinstance(err, CagelibError):
+            raise
+        where = None if key is None else f"entry {key!r}"
+        raise DataFileError(path, where, f"cannot be read as HDF5 ({type(err).__name__}: {err})") from None
 
 
-def _gait(value: np.ndarray, key: str, path: Path) -> np.ndarray:
+def _gait(value: np.ndarray, key: str, path: Path, nan_policy: str, max_gap: int) -> np.ndarray:
     x = np.asarray(value)
+    if x.dtype.kind not in "iuf":
+        raise DataFileError(path, None, f"gait {key!r} must hold real numbers, got dtype {x.dtype}")
     if x.ndim == 2 and x.shape[1] == NUM_JOINTS * 3:
         x = x.reshape(len(x), NUM_JOINTS, 3)  # (T, 48) -> (T, 16, 3)
     if x.ndim != 3 or x.shape[1:] != (NUM_JOINTS, 3) or len(x) == 0:
-        raise ValueError(f"{path}: gait {key!r} has shape {np.shape(value)}, expected (T, 48) with T >= 1")
-    if not np.issubdtype(x.dtype, np.number) or not np.isfinite(x).all():
-        raise ValueError(f"{path}: gait {key!r} contains NaN, inf or non-numbers")
-    return x.astype(np.float32)
+        raise DataFileError(path, None, f"gait {key!r} has shape {np.shape(value)}, expected (T, 48) with T >= 1")
+    frame = first_nonfinite(x)
+    if frame is not None and nan_policy == "reject":
+        raise NonFiniteError(path, None, f"gait {key!r} contains NaN or inf (frame {frame})",
+                             f"pass nan_policy='interpolate' to fill gaps of up to {max_gap} frames")
+    x = apply_nan_policy(x, nan_policy, max_gap, path, f"gait {key!r}")
+    with np.errstate(over="ignore"):
+        out = x.astype(np.float32)
+    if not np.isfinite(out).all():
+        raise DataFileError(path, None, f"gait {key!r} has values too large for float32")
+    return out
 
 
 def _label(value: np.ndarray, key: str, path: Path, n_names: int) -> int:
     v = np.asarray(value)
-    if v.size != 1 or not np.issubdtype(v.dtype, np.number) or float(v.ravel()[0]) != int(v.ravel()[0]):
-        raise ValueError(f"{path}: label of {key!r} is {v!r}, expected one integer")
-    label = int(v.ravel()[0])
+    first = v.ravel()[0] if v.size == 1 else None
+    if first is None or v.dtype.kind not in "iuf" or not np.isfinite(first) or first != np.round(first):
+        shown = repr(first.item()) if first is not None else f"{v.dtype} of shape {v.shape}"
+        raise DataFileError(path, None, f"label of {key!r} is {shown}, expected one integer")
+    label = int(first)
     if not 0 <= label < n_names:
-        raise ValueError(f"{path}: label of {key!r} is {label}, outside 0..{n_names - 1} (label_names has {n_names})")
+        raise DataFileError(path, None, f"label of {key!r} is {label}, outside 0..{n_names - 1} (label_names "
+                            f"has {n_names})")
     return label
 
 
@@ -72,6 +90,8 @@ def load_egait(
     label_names: Sequence[str] = STEP_LABEL_NAMES,
     extra_labels: str = "error",
     fps: float = 30.0,
+    nan_policy: str = "reject",
+    max_gap: int = DEFAULT_MAX_GAP,
 ) -> GaitSet:
     """Read an E-Gait/STEP features file (and its labels file) into a ``GaitSet``.
 
@@ -85,14 +105,17 @@ def load_egait(
 
     ``meta``: ``clip_id`` (the HDF5 key), ``dataset`` (the features file name), ``group`` (= clip_id).
     Values are kept as stored (``units="as stored"``); gaits are sorted by key. The files do not
-    record a frame rate: ``fps`` is what the ``GaitSet`` will say.
+    record a frame rate: ``fps`` is what the ``GaitSet`` will say. NaN / inf frames are an error unless
+    ``nan_policy="interpolate"`` (gaps of up to ``max_gap`` frames, ``cagelib.data.gaps``). Problems
+    raise ``DataFileError`` naming the file, the gait's key and the problem.
     """
     if extra_labels not in ("error", "ignore"):
         raise ValueError(f"extra_labels must be 'error' or 'ignore', got {extra_labels!r}")
+    check_nan_policy(nan_policy, max_gap)
     features_path = Path(features_path)
     features = _read_h5(features_path)
     if not features:
-        raise ValueError(f"{features_path}: holds no gaits")
+        raise DataFileError(features_path, None, "holds no gaits")
     keys = sorted(features)
     label_names = tuple(label_names)
     labels = np.full(len(keys), -1, dtype=np.int64)
@@ -101,21 +124,21 @@ def load_egait(
         stored = _read_h5(labels_path)
         missing = [k for k in keys if k not in stored]
         if missing:
-            raise ValueError(
-                f"{labels_path}: no label for {len(missing)} gait(s) of {features_path.name}: "
+            raise DataFileError(
+                labels_path, None, f"no label for {len(missing)} gait(s) of {features_path.name}: "
                 f"{missing[:5]}{' ...' if len(missing) > 5 else ''}"
             )
         extra = sorted(set(stored) - set(features))
         if extra and extra_labels == "error":
-            raise ValueError(
-                f"{labels_path}: {len(extra)} label key(s) have no gait in {features_path.name}: "
+            raise DataFileError(
+                labels_path, None, f"{len(extra)} label key(s) have no gait in {features_path.name}: "
                 f"{extra[:5]}{' ...' if len(extra) > 5 else ''} (pass extra_labels='ignore' to allow)"
             )
         labels = np.array([_label(stored[k], k, labels_path, len(label_names)) for k in keys], dtype=np.int64)
-    positions = [_gait(features[k], k, features_path) for k in keys]
+    positions = [_gait(features[k], k, features_path, nan_policy, max_gap) for k in keys]
     clip_id = np.array(keys, dtype=str)
     meta = {"clip_id": clip_id, "dataset": np.full(len(keys), features_path.name), "group": clip_id.copy()}
     try:
         return GaitSet(positions, labels, label_names, meta, fps=fps, units="as stored")
-    except ValueError as err:
-        raise ValueError(f"{features_path}: {err}") from None
+    except CagelibError as err:
+        raise err.located(features_path) from None
