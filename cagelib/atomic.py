@@ -4,11 +4,19 @@
 file replaces ``path`` in one ``os.replace``; when it raises, the temporary file is removed and
 ``path`` keeps its old content (or stays absent). Every file cagelib writes (JSON, text, checkpoints,
 ``.npz`` sets, figures, reports) goes through ``atomic_path``.
+
+A process killed in the middle of a write (SIGKILL, power loss) cannot remove its temporary file.
+Temporary files are named ``.<stem>.cagelib-tmp-<host>-<pid>.<random><suffix>``; every ``atomic_path``
+(and ``remove_stale_temp_files``, which resuming a run calls) removes those in the target's folder
+whose process, on this host, is no longer running. (Not on Windows, where it cannot be checked safely.)
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
+import socket
 import tempfile
 import zipfile
 from contextlib import contextmanager
@@ -18,12 +26,54 @@ from typing import Any, Iterator
 import numpy as np
 
 
+_TEMP_MARK = "cagelib-tmp"
+_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+_TEMP_NAME = re.compile(rf"^\..*\.{_TEMP_MARK}-([0-9a-f]{{8}})-(\d+)\.")
+
+
+def _running(pid: int) -> bool:
+    if os.name == "nt":  # os.kill(pid, 0) would send CTRL_C_EVENT there: never call it
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: it exists, under another user
+        return True
+    return True
+
+
+def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files of ``atomic_path`` writes in ``folder`` whose process (on this host)
+    was killed midway; returns the removed paths. Files of running processes are left alone."""
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return removed
+    for entry in entries:
+        match = _TEMP_NAME.match(entry.name)
+        if not match or match.group(1) != _HOST:
+            continue
+        pid = int(match.group(2))
+        if pid == os.getpid() or _running(pid):
+            continue
+        try:
+            os.remove(entry.path)
+            removed.append(Path(entry.path))
+        except FileNotFoundError:  # removed by someone else meanwhile
+            pass
+    return removed
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Context manager: write to the yielded temporary path; it becomes ``path`` on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix or ".tmp")
+    remove_stale_temp_files(path.parent)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.{_TEMP_MARK}-{_HOST}-{os.getpid()}.",
+                               suffix=path.suffix or ".tmp")
     os.close(fd)
     try:
         yield Path(tmp)
