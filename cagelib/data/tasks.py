@@ -111,8 +111,8 @@ class GaitTask:
         counts = np.bincount(self.y, minlength=len(self.label_names))
         clips = np.bincount(self.clip_labels(), minlength=len(self.label_names))
         return {"task": self.name, "representation": self.representation, "corpus": self.corpus,
-                "pretrain_windows": int(len(self.pretrain_x)), "task_windows": int(len(self.x)),
-                "clips": int(len(self.clip_names)), "window_frames": int(self.x.shape[1]),
+                "pretrain_windows": len(self.pretrain_x), "task_windows": len(self.x),
+                "clips": len(self.clip_names), "window_frames": int(self.x.shape[1]),
                 "padded_windows": int((self.lengths < self.x.shape[1]).sum()),
                 "per_class": {n: {"clips": int(k), "windows": int(c)}
                               for n, k, c in zip(self.label_names, clips, counts)}}

@@ -101,17 +101,17 @@ def _body_frame_bbox_volume(x: np.ndarray) -> np.ndarray:
     rel = x - x[:, :, ROOT : ROOT + 1]  # (N, T, V, 3)
     horiz_b = c * rel[..., b] + s * rel[..., a]  # (N, T, V) along the hip line
     horiz_a = -s * rel[..., b] + c * rel[..., a]  # (N, T, V) perpendicular (facing direction)
-    extent = lambda v: v.max(axis=-1) - v.min(axis=-1)  # noqa: E731  (N, T)
+    extent = lambda v: v.max(axis=-1) - v.min(axis=-1)
     return extent(horiz_b) * extent(horiz_a) * extent(rel[..., UP_AXIS])
 
 
 def _posture(x: np.ndarray) -> np.ndarray:
     """Per-frame posture features ``(N, T, V, 3) -> (N, T, len(POSTURE_FEATURES))``."""
-    p = lambda name: x[:, :, J[name]]  # noqa: E731  (N, T, 3)
+    p = lambda name: x[:, :, J[name]]
     up = np.zeros(3, dtype=x.dtype)
     up[UP_AXIS] = 1.0
     neck, root = p("neck"), p("root")
-    dist = lambda u, v: np.linalg.norm(p(u) - p(v), axis=-1)  # noqa: E731
+    dist = lambda u, v: np.linalg.norm(p(u) - p(v), axis=-1)
     feats = [
         _body_frame_bbox_volume(x),
         _angle(p("left_hand") - neck, p("right_hand") - neck),
@@ -138,7 +138,7 @@ def _movement(x: np.ndarray, valid: np.ndarray, fps: float) -> tuple[np.ndarray,
     Speed at frame t uses frames t-1, t; acceleration t-2..t; jerk t-3..t (all must be real).
     """
     joints = x[:, :, [J[j] for j in MOVEMENT_JOINTS]]  # (N, T, K, 3)
-    zeros = lambda k: np.zeros((x.shape[0], k) + joints.shape[2:], dtype=x.dtype)  # noqa: E731
+    zeros = lambda k: np.zeros((x.shape[0], k) + joints.shape[2:], dtype=x.dtype)
     T = x.shape[1]
     # k-th finite differences aligned on their last frame (zero before frame k; windows may be shorter than k)
     v = np.concatenate([zeros(1), np.diff(joints, axis=1)], axis=1)[:, :T] * fps  # (N, T, K, 3) m/s
