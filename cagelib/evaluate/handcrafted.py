@@ -101,13 +101,13 @@ def _body_frame_bbox_volume(x: np.ndarray) -> np.ndarray:
     rel = x - x[:, :, ROOT : ROOT + 1]  # (N, T, V, 3)
     horiz_b = c * rel[..., b] + s * rel[..., a]  # (N, T, V) along the hip line
     horiz_a = -s * rel[..., b] + c * rel[..., a]  # (N, T, V) perpendicular (facing direction)
-    extent = lambda v: v.max(axis=-1) - v.min(axis=-1)
+    extent = lambda v: v.max(axis=-1) - v.min(axis=-1)  # (N, T, V) -> (N, T)
     return extent(horiz_b) * extent(horiz_a) * extent(rel[..., UP_AXIS])
 
 
 def _posture(x: np.ndarray) -> np.ndarray:
     """Per-frame posture features ``(N, T, V, 3) -> (N, T, len(POSTURE_FEATURES))``."""
-    p = lambda name: x[:, :, J[name]]
+    p = lambda name: x[:, :, J[name]]  # (N, T, 3)
     up = np.zeros(3, dtype=x.dtype)
     up[UP_AXIS] = 1.0
     neck, root = p("neck"), p("root")
