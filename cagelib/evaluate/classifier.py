@@ -11,6 +11,9 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from ..errors import DivergedError, NonFiniteError
+from .features import check_finite_rows, check_finite_weights
+
 OPTIMIZERS = ("sgd", "adam")
 
 Prepare = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
@@ -84,11 +87,19 @@ def fit_classifier(
 
     Returns ``{"train_loss": [per epoch], "val_accuracy": [per epoch] | None, "selected_epoch": int}``
     (epochs counted from 1).
+
+    Non-finite inputs or starting weights raise ``NonFiniteError`` before training (naming the window
+    or weight); a non-finite batch made by ``prepare`` raises it at the end of that epoch; a loss that
+    becomes NaN / inf from finite inputs and weights raises ``DivergedError`` (a ``FloatingPointError``).
     """
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
+    check_finite_rows(x, "training inputs")
+    if val is not None:
+        check_finite_rows(val[0], "validation inputs")
+    check_finite_weights(model, "model before training")
     params = [p for p in model.parameters() if p.requires_grad]
     if optimizer == "sgd":
         opt = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
@@ -102,10 +113,12 @@ def fit_classifier(
     for epoch in range(1, epochs + 1):
         model.train()
         total, count = torch.zeros((), dtype=torch.float64, device=device), 0  # summed on the device: no sync per step
+        bad_batch = torch.zeros((), dtype=torch.bool, device=device)  # a prepared batch held NaN / inf
         for idx in _minibatches(x.shape[0], batch_size, generator):
             batch, target = x[idx], y[idx]
             if prepare is not None:
                 batch = prepare(batch, generator)
+                bad_batch |= ~torch.isfinite(batch).all()
             loss = loss_fn(model(batch), target)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -115,9 +128,12 @@ def fit_classifier(
         sched.step()
         epoch_loss = total.item() / max(count, 1)  # the epoch's one host sync
         if not math.isfinite(epoch_loss):
-            raise FloatingPointError(
-                f"training loss became {epoch_loss} in epoch {epoch} (lr={lr}); lower the learning rate"
-                " or normalise the features")
+            if bool(bad_batch):
+                raise NonFiniteError("training batches", f"epoch {epoch}", "the prepared input (augmentation or "
+                                     "coordinate transform) contains NaN or inf; the inputs themselves are finite")
+            raise DivergedError("fit_classifier", None, f"the training loss became {epoch_loss} in epoch {epoch} "
+                                f"(lr={lr}) from finite inputs and weights: the fit diverged",
+                                "lower the learning rate or normalise the features")
         history["train_loss"].append(epoch_loss)
         if val is not None:
             correct = int((predict(model, val[0], eval_batch_size, device, eval_transform) == val[1]).sum())

@@ -2,6 +2,8 @@
 
 Everything here takes explicit arguments (no config object) so that notebooks can reuse the pieces.
 Inputs are skeleton sequences ``(N, T, V, C)`` or, after the encoder, features ``(N, F)``.
+NaN / inf are rejected where they enter (``NonFiniteError`` naming the array and its first bad window):
+inputs (``as_float_tensor``), encoder weights and features (``extract_features``), k-NN features.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from torch import nn
 
 from ..coordinates import spherical_coordinates
 from ..device import module_device, resolve_device
+from ..errors import CagelibError, NonFiniteError
 
 INPUT_TRANSFORMS = ("cartesian", "spherical")
 
@@ -49,13 +52,47 @@ class TwoStreamEncoder(nn.Module):
         return torch.cat([self.cartesian(x), self.spherical(s)], dim=1)  # (N, F_c + F_s)
 
 
+def first_nonfinite_row(t: torch.Tensor) -> int | None:
+    """Index of the first ``t[i]`` holding NaN or inf, None when all is finite."""
+    if t.numel() == 0 or not t.is_floating_point():
+        return None
+    bad = ~torch.isfinite(t.reshape(t.shape[0], -1)).all(dim=1)
+    return int(bad.nonzero()[0, 0]) if bool(bad.any()) else None
+
+
+def check_finite_rows(t: torch.Tensor, name: str, problem: str = "contains NaN or inf",
+                      hint: str | None = None) -> None:
+    """``NonFiniteError(name, "window i", problem)`` for the first non-finite window ``t[i]``."""
+    i = first_nonfinite_row(t)
+    if i is not None:
+        raise NonFiniteError(name, f"window {i}", problem, hint)
+
+
+def check_finite_weights(module: nn.Module, name: str) -> None:
+    """``NonFiniteError`` naming the first parameter or buffer of ``module`` holding NaN or inf."""
+    for key, value in list(module.named_parameters()) + list(module.named_buffers()):
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise NonFiniteError(name, f"weight {key!r}", "contains NaN or inf",
+                                 "the weights are broken (a diverged or corrupted run?): use another checkpoint")
+
+
 def as_float_tensor(x, name: str, ndim: int) -> torch.Tensor:
-    """NumPy array or tensor -> float32 tensor of the given rank, or a ValueError naming ``name``."""
-    t = torch.as_tensor(np.asarray(x)) if not isinstance(x, torch.Tensor) else x
-    if t.dim() != ndim:
+    """NumPy array or tensor -> finite float32 tensor of the given rank, or a ``CagelibError`` (a
+    ``ValueError``) naming ``name`` (and the first window with NaN / inf)."""
+    if not isinstance(x, torch.Tensor):
+        a = np.asarray(x)
+        if a.dtype.kind not in "biuf":
+            raise CagelibError(name, None, f"must be an array of real numbers, got dtype {a.dtype}")
+        x = torch.as_tensor(a)
+    elif x.is_complex():
+        raise CagelibError(name, None, f"must be real numbers, got dtype {x.dtype}")
+    if x.dim() != ndim:
         layout = "(N, T, V, C)" if ndim == 4 else "(N, F)"
-        raise ValueError(f"{name} must have shape {layout}, got shape {tuple(t.shape)}")
-    return t.float()
+        raise CagelibError(name, None, f"must have shape {layout}, got shape {tuple(x.shape)}")
+    t = x.float()
+    check_finite_rows(t, name, hint="clean or interpolate the data when loading (nan_policy='interpolate')"
+                      if ndim == 4 else None)
+    return t
 
 
 @torch.no_grad()
@@ -72,6 +109,7 @@ def extract_features(
     each batch on that device. The encoder's train/eval mode is restored afterwards.
     """
     x = as_float_tensor(x, "x", 4)
+    check_finite_weights(encoder, "encoder")
     device = module_device(encoder) if device is None else resolve_device(device)
     was_training = encoder.training
     encoder.eval()
@@ -85,8 +123,11 @@ def extract_features(
     finally:
         encoder.train(was_training)
     if not out:
-        raise ValueError("x is empty: no sequences to encode")
-    return torch.cat(out)  # (N, F)
+        raise CagelibError("x", None, "is empty: no sequences to encode")
+    features = torch.cat(out)  # (N, F)
+    check_finite_rows(features, "encoder features", "NaN or inf from finite inputs and weights (overflow in "
+                      "the encoder?)")
+    return features
 
 
 def check_labels(y, name: str, n: int, num_classes: int | None = None) -> torch.Tensor:
@@ -134,6 +175,8 @@ def knn_predict(
     (the instance-discrimination k-NN monitor). ``None``: plain majority, ties broken by the summed
     similarity of the tied classes.
     """
+    check_finite_rows(train_features, "train features")
+    check_finite_rows(test_features, "test features")
     k = min(k, train_features.shape[0])
     train = nn.functional.normalize(train_features.float(), dim=1)  # (N_train, F)
     test = nn.functional.normalize(test_features.float(), dim=1)  # (N_test, F)
