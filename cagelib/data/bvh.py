@@ -183,6 +183,8 @@ def _frame_line(lines: list[str], first: int, frame: int) -> int:
 def _motion_values(lines: list[str], first: int, n_frames: int, n_channels: int, path: str) -> np.ndarray:
     """``(n_frames, n_channels)`` float64 from the non-blank lines from ``first``: one line per frame."""
     rows = [(k, line.split()) for k, line in enumerate(lines[first:], start=first) if line.strip()]
+    if n_channels == 0 and not rows:  # a skeleton without channels: every frame line is empty
+        return np.zeros((n_frames, 0))
     for k, row in rows:
         if len(row) != n_channels:
             raise DataFileError(path, f"line {k + 1}", f"{len(row)} values, expected {n_channels} "

@@ -164,7 +164,11 @@ def _as_positions(p, i: int) -> np.ndarray:
     if a is None or a.dtype.kind not in "iuf":
         what = f"dtype {a.dtype}" if a is not None else type(p).__name__
         raise DataFileError(None, f"clip {i}", f"positions must be an array of real numbers, got {what}")
-    return a.astype(np.float32)
+    with np.errstate(over="ignore"):
+        out = a.astype(np.float32)
+    if a.dtype != np.float32 and np.isfinite(a).all() and not np.isfinite(out).all():
+        raise DataFileError(None, f"clip {i}", "positions too large for float32")
+    return out
 
 
 def _as_scalar(value, name: str, kind: type):

@@ -96,6 +96,8 @@ def fit_classifier(
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
+    if not (math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a finite number > 0, got {lr}")
     check_finite_rows(x, "training inputs")
     if val is not None:
         check_finite_rows(val[0], "validation inputs")
@@ -122,7 +124,13 @@ def fit_classifier(
             loss = loss_fn(model(batch), target)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            opt.step()
+            try:
+                opt.step()
+            except RuntimeError as error:  # e.g. Adam with a huge lr: "cannot be converted ... without overflow"
+                if "overflow" not in str(error):
+                    raise
+                raise DivergedError("fit_classifier", None, f"the optimizer step overflowed in epoch {epoch} "
+                                    f"(lr={lr}): the fit diverged", "lower the learning rate") from None
             total += loss.detach().double() * len(idx)
             count += len(idx)
         sched.step()
