@@ -80,9 +80,8 @@ def load_checkpoint_file(path: Path, map_location) -> dict:
         raise CheckpointError(path, None, "is not a torch checkpoint (corrupt, or another kind of file)") from None
     except (RuntimeError, EOFError, OSError, ValueError) as err:
         kind = "corrupt" if zipfile.is_zipfile(path) else "truncated, or not a torch checkpoint"
-        detail = str(err).splitlines()[0][:100] if str(err) and "weights_only" not in str(err) else ""
-        raise CheckpointError(path, None, f"cannot be read: {kind} ({type(err).__name__}{': ' if detail else ''}"
-                              f"{detail})", "delete it, or restore it from a copy") from None
+        raise CheckpointError(path, None, f"cannot be read: {kind} (torch.load raised {type(err).__name__})",
+                              "delete it, or restore it from a copy") from None
     if not isinstance(state, dict):
         raise CheckpointError(path, None, f"is not a cagelib checkpoint (holds a {type(state).__name__}, not a dict)")
     return state
