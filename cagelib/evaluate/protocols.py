@@ -58,6 +58,8 @@ class EvalConfig:
     val_fraction: float = 0.0  # >0: carve a stratified validation split from training data and select
     #                            the epoch on it; 0 (paper-comparable): report the last epoch
     normalize_features: bool = False  # linear only: L2-normalise frozen features (paper: no)
+    standardize_features: bool = False  # linear only: z-score each feature with the training side's mean and
+    #                                     std (paper: no; a fairer probe of features with a large common offset)
 
     @classmethod
     def paper(cls, protocol: str = "linear", **overrides) -> "EvalConfig":
@@ -129,19 +131,26 @@ def linear_eval(encoder: nn.Module, train_x, train_y, test_x, test_y, config: Ev
     frozen protocol without augmentation, and fast. The encoder is not modified. A randomly
     initialised encoder gives the "random init + same probe" baseline. ``train_groups`` (the clip of
     each training window) keeps a clip's windows on one side of the validation split; ``test_groups`` (the
-    clip of each test window) adds the clip-level accuracy (``EvalResult.clip_top1``).
+    clip of each test window) adds the clip-level accuracy (``EvalResult.clip_top1``). With
+    ``encoder=None``, ``train_x``/``test_x`` are features ``(N, F)`` extracted already (as ``knn_eval``).
     """
     config = config or EvalConfig.paper("linear")
     train_x, train_y, test_x, test_y, num_classes, names = prepare_data(
-        train_x, train_y, test_x, test_y, num_classes, label_names)
+        train_x, train_y, test_x, test_y, num_classes, label_names, x_ndim=4 if encoder is not None else 2)
     device = resolve_device(config.device)
     transform = make_input_transform(config.input_transform, config.phi_mode)
     with _seeded_global_rng(config.seed, device):
-        enc = _encoder_on(encoder, device)
-        train_f = extract_features(enc, train_x, config.eval_batch_size, device, transform)  # (N, F)
-        test_f = extract_features(enc, test_x, config.eval_batch_size, device, transform)
+        if encoder is None:
+            train_f, test_f = train_x.to(device), test_x.to(device)  # (N, F), (M, F)
+        else:
+            enc = _encoder_on(encoder, device)
+            train_f = extract_features(enc, train_x, config.eval_batch_size, device, transform)  # (N, F)
+            test_f = extract_features(enc, test_x, config.eval_batch_size, device, transform)
         if config.normalize_features:
             train_f, test_f = nn.functional.normalize(train_f, dim=1), nn.functional.normalize(test_f, dim=1)
+        if config.standardize_features:
+            mean, std = train_f.mean(dim=0), train_f.std(dim=0).clamp_min(1e-6)  # (F,) from the training side only
+            train_f, test_f = (train_f - mean) / std, (test_f - mean) / std
         return _fit_on_features(train_f, train_y, test_f, test_y, config, num_classes, names, device, train_groups,
                                 test_groups)
 

@@ -1,0 +1,205 @@
+"""A pretrained encoder beside its fair controls on the labelled gait tasks: the tables of ``make demo``
+and of the long CPU preset.
+
+For every seed, one pretraining per corpus (emotion4 and style15 share theirs: it holds no dataset-1
+locomotion clip; walkstyle7 has its own, without dataset-2 walking), then on each task, over the same
+clip-grouped folds (drawn with the seed):
+
+==========================  ==================================================================
+row                         what it is
+==========================  ==================================================================
+pretrained, linear          the paper's linear protocol on the frozen encoder (raw features)
+pretrained, linear (z)      the same on features z-scored with the training side's statistics
+pretrained, k-NN            cosine k-NN (k = 10) on raw features
+random init, ...            the SAME encoder before pretraining, the same three probes
+supervised                  the same architecture trained from scratch with labels
+                            (``cagelib.evaluate.supervised.SupervisedConfig``): the ceiling
+hand-crafted                62 affective gait features + logistic regression
+                            (``cagelib.evaluate.handcrafted``), C chosen on the training side
+majority class              always the most frequent training class: the floor
+==========================  ==================================================================
+
+Each cell is window top-1, balanced accuracy (mean per-class recall) and clip accuracy (majority vote
+of a clip's windows), in %, as mean +- std over seeds of each seed's mean over folds. Seeds run in
+parallel processes with one torch thread each (the brief's rule for a 2-core machine); a seed's result
+does not depend on which process ran it.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..atomic import atomic_write_json, atomic_write_text
+from ..data.tasks import TaskConfig, embedded_set, gait_task, task_family
+from ..evaluate.handcrafted import gait_features, handcrafted_probe
+from ..evaluate.metrics import majority_result, prediction_result
+from ..evaluate.features import extract_features, make_input_transform
+from ..evaluate.protocols import EvalConfig, knn_eval, linear_eval
+from ..evaluate.supervised import SupervisedConfig, supervised_reference
+from ..methods.encoders import AGCN
+from ..pretrain.config import build_model
+from ..pretrain.loop import pretrain
+from .settings import RunSettings, health_labels, pretrain_config
+from .tables import format_mean_std, results_table
+
+METRICS = (("top1", "top-1"), ("balanced", "balanced"), ("clip_top1", "clip"))
+
+
+@dataclass
+class ComparisonConfig:
+    settings: RunSettings = field(default_factory=RunSettings)  # the pretraining (method, epochs, views, ...)
+    tasks: tuple = ("emotion4", "style15")  # labelled tasks (cagelib.data.tasks.TASK_NAMES)
+    seeds: tuple = (0, 1, 2)  # one pretraining and one fold draw per seed
+    folds: int = 4  # clip-grouped folds per repeat
+    repeats: int = 1  # repeats of the fold assignment
+    supervised_epochs: int | None = None  # the supervised reference's epochs (None: SupervisedConfig's); 0 = skip
+    task_stride: int = 12  # stride between task windows (frames)
+    workers: int = 2  # parallel seed processes, one torch thread each
+    out: str = "outputs/comparison"  # results.json, table.md and one run folder per seed and corpus
+
+    def task_config(self, task: str) -> TaskConfig:
+        s = self.settings
+        return TaskConfig(task=task, representation=s.representation, window=s.window, stride=self.task_stride,
+                          pretrain_stride=s.window, max_pretrain_windows=s.max_pretrain_windows or None)
+
+
+def _probe_rows(name: str, encoder, task, folds, seed: int, stream: str) -> dict:
+    """Linear (raw and z-scored features) and k-NN of one encoder: row name -> per-fold EvalResults.
+    Features are extracted once for all folds (eval mode: the same as per fold)."""
+    linear = EvalConfig.paper("linear", seed=seed, device="cpu", input_transform=stream)
+    features = extract_features(encoder, task.x, linear.eval_batch_size, "cpu", make_input_transform(stream))  # (n, F)
+    rows = {f"{name}, linear": [], f"{name}, linear (z)": [], f"{name}, k-NN": []}
+    for train, test in folds:
+        args = (None, features[train], task.y[train], features[test], task.y[test])
+        kw = dict(label_names=task.label_names, test_groups=task.groups[test])
+        rows[f"{name}, linear"].append(linear_eval(*args, config=linear, train_groups=task.groups[train], **kw))
+        rows[f"{name}, linear (z)"].append(linear_eval(*args, config=replace(linear, standardize_features=True),
+                                                       train_groups=task.groups[train], **kw))
+        rows[f"{name}, k-NN"].append(knn_eval(*args, k=10, config=replace(linear, protocol="knn"), **kw))
+    return rows
+
+
+def _reference_rows(config: ComparisonConfig, task, folds, seed: int, model_config) -> dict:
+    """Supervised, hand-crafted and majority rows over ``folds``."""
+    rows = {"hand-crafted, logistic regression": [], "majority class": []}
+    features = gait_features(task.x_first_frame, task.fps, task.lengths)  # (n, 62), first-frame windows
+    for train, test in folds:
+        predicted = handcrafted_probe(features[train], task.y[train], features[test], seed=seed,
+                                      train_groups=task.groups[train])
+        rows["hand-crafted, logistic regression"].append(
+            prediction_result("handcrafted", task.y[test], predicted, task.label_names, task.groups[test]))
+        rows["majority class"].append(majority_result(task.y[train], task.y[test], task.label_names, task.groups[test]))
+    if config.supervised_epochs != 0:
+        recipe = SupervisedConfig(seed=seed, device="cpu")
+        recipe = replace(recipe, epochs=config.supervised_epochs) if config.supervised_epochs else recipe
+        rows["supervised (from scratch)"] = [
+            supervised_reference(lambda: AGCN(model_config), task.x[train], task.y[train], task.x[test], task.y[test],
+                                 recipe, label_names=task.label_names, test_groups=task.groups[test])
+            for train, test in folds]
+    return rows
+
+
+def _fold_means(results) -> dict:
+    """Mean over folds of each metric: ``{"top1": ..., "balanced": ..., "clip_top1": ...}``."""
+    return {key: float(np.mean([getattr(r, key) for r in results])) for key, _ in METRICS}
+
+
+def run_seed(config: ComparisonConfig, seed: int) -> dict:
+    """Everything of one seed: ``{"tasks": {task: {row: fold means}}, "health": ..., "seconds": ...}``."""
+    torch.set_num_threads(1)
+    started, out = time.time(), {"tasks": {}, "health": {}, "pretrain_seconds": {}}
+    gs = embedded_set()
+    settings = replace(config.settings, seed=seed)
+    by_corpus: dict[str, list[str]] = {}
+    for task in config.tasks:  # tasks of one family share one corpus, so one pretraining
+        by_corpus.setdefault(str(sorted(task_family(task, gs).tolist())), []).append(task)
+    for tasks in by_corpus.values():
+        built = {t: gait_task(config.task_config(t), gs) for t in tasks}
+        first = built[tasks[0]]
+        pcfg = pretrain_config(settings, Path(config.out) / f"seed{seed}" / f"pretrain_{'+'.join(tasks)}",
+                               progress=False)
+        random_init = build_model(pcfg)  # the weights the pretraining starts from
+        t0 = time.time()
+        result = pretrain(pcfg, first.pretrain_x, pcfg.run_dir, health_labels=health_labels(first))
+        out["pretrain_seconds"]["+".join(tasks)] = time.time() - t0
+        out["health"]["+".join(tasks)] = {"init": result.health_init, "final": result.history[-1]}
+        for name, task in built.items():
+            folds = task.folds(config.folds, config.repeats, seed)
+            rows = {}
+            for stream in pcfg.contrast.streams:
+                suffix = f" ({stream})" if len(pcfg.contrast.streams) > 1 else ""
+                for label, model in (("pretrained", result.model), ("random init", random_init)):
+                    rows.update(_probe_rows(label + suffix, model.encoders()[stream].eval(), task, folds, seed, stream))
+            rows.update(_reference_rows(config, task, folds, seed, pcfg.model))
+            out["tasks"][name] = {row: _fold_means(results) for row, results in rows.items()}
+    out["seconds"] = time.time() - started
+    return out
+
+
+def _seed_job(args) -> dict:
+    config, seed = args
+    return run_seed(config, seed)
+
+
+MARKER = ".cagelib-output"  # written into every folder this module fills: a later run may replace it
+
+
+def prepare_output(path: str | Path) -> Path:
+    """An empty output folder at ``path``. A folder left by an earlier run of this module (it holds
+    ``MARKER``) is replaced, and that is said in one line; any other non-empty folder is refused."""
+    out = Path(path)
+    if out.exists() and any(out.iterdir()):
+        if not (out / MARKER).is_file():
+            raise FileExistsError(f"{out} exists and was not written by cagelib.lab: choose another --out")
+        print(f"Replacing the previous results in {out}")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("written by cagelib.lab; the next run with this output folder replaces it\n")
+    return out
+
+
+def compare(config: ComparisonConfig) -> dict:
+    """Run every seed (in ``config.workers`` processes), aggregate, write ``results.json`` and ``table.md``."""
+    out = prepare_output(config.out)
+    started = time.time()
+    jobs = [(config, seed) for seed in config.seeds]
+    if config.workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(min(config.workers, len(jobs)), mp_context=get_context("spawn")) as pool:
+            per_seed = list(pool.map(_seed_job, jobs))
+    else:
+        per_seed = [_seed_job(job) for job in jobs]
+    report = {"config": asdict(config), "seeds": dict(zip(map(str, config.seeds), per_seed)),
+              "seconds": time.time() - started, "torch": torch.__version__}
+    report["table"] = comparison_table(report)
+    atomic_write_json(out / "results.json", report)
+    atomic_write_text(out / "table.md", report["table"] + "\n")
+    return report
+
+
+def comparison_table(report: dict) -> str:
+    """Markdown: a row per (encoder, probe), columns task x (top-1, balanced, clip); mean +- std over seeds."""
+    per_seed = list(report["seeds"].values())
+    tasks = list(per_seed[0]["tasks"])
+    rows = []
+    for row in per_seed[0]["tasks"][tasks[0]]:
+        line = {"encoder, probe": row}
+        for task in tasks:
+            for key, label in METRICS:
+                values = np.array([seed["tasks"][task][row][key] for seed in per_seed])
+                std = float(values.std(ddof=1)) if len(values) > 1 else None
+                line[f"{task} {label} %"] = format_mean_std(float(values.mean()), std, precision=1)
+        rows.append(line)
+    return results_table(rows)
+
+
+def load_report(path: str | Path) -> dict:
+    """A ``results.json`` written by ``compare``."""
+    return json.loads(Path(path).read_text())
