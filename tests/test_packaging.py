@@ -63,3 +63,47 @@ def test_notebooks_have_one_parameters_cell(path):
     nb = json.loads(path.read_text())
     tagged = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
     assert len(tagged) == 1, f"{path.name}: expected exactly one cell tagged 'parameters', found {len(tagged)}"
+
+
+def test_regular_install_carries_the_embedded_data(tmp_path):
+    """`pip install .` (no -e) carries data/bandai.npz inside the package: load_embedded works from the
+    installed copy alone, with neither the repository on sys.path nor its folder as cwd."""
+    import shutil
+    import subprocess
+    import sys
+
+    src = tmp_path / "src"  # a copy of what a build reads, so no build/ or egg-info lands in the checkout
+    src.mkdir()
+    for name in ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    shutil.copytree(ROOT / "cagelib", src / "cagelib", ignore=shutil.ignore_patterns("__pycache__", "_data"))
+    (src / "data").mkdir()
+    shutil.copy(ROOT / "data" / "bandai.npz", src / "data" / "bandai.npz")
+    target = tmp_path / "site"
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "install", str(src), "--no-deps", "--no-build-isolation", "--no-index",
+         "--quiet", "--target", str(target)], capture_output=True, text=True, timeout=120)
+    if build.returncode != 0 and "No module named" in build.stderr and "setuptools" in build.stderr:
+        pytest.skip(f"cannot build offline: {build.stderr[-300:]}")
+    assert build.returncode == 0, build.stderr[-2000:]
+    assert (target / "cagelib" / "_data" / "bandai.npz").is_file()
+    code = ("import cagelib, cagelib.data as d, cagelib.data.bandai as b; "
+            "assert str(cagelib.__file__).startswith(%r), cagelib.__file__; "
+            "print(len(d.load_embedded()), b.embedded_path())" % str(target))
+    env = {k: v for k, v in __import__("os").environ.items() if k != "PYTHONPATH"}
+    env.update(PYTHONPATH=str(target), OMP_NUM_THREADS="1")
+    run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    count, where = run.stdout.split()
+    assert int(count) == 819 and where == str(target / "cagelib" / "_data" / "bandai.npz")
+
+
+def test_missing_embedded_data_names_where_it_looked(monkeypatch, tmp_path):
+    from cagelib.data import bandai
+
+    monkeypatch.setattr(bandai, "PACKAGED_PATH", tmp_path / "pkg" / "bandai.npz")
+    monkeypatch.setattr(bandai, "EMBEDDED_PATH", tmp_path / "repo" / "bandai.npz")
+    with pytest.raises(FileNotFoundError) as err:
+        bandai.load_embedded()
+    assert str(tmp_path / "pkg" / "bandai.npz") in str(err.value) and str(tmp_path / "repo" / "bandai.npz") in str(err.value)

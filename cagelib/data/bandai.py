@@ -47,6 +47,22 @@ DATASET2_WALKING: tuple[str, ...] = ("walk", "walk-turn-left", "walk-turn-right"
 # What the embedded data set holds: every dataset-1 clip and the dataset-2 walking clips.
 EMBEDDED_CONTENTS: dict[str, tuple[str, ...] | None] = {"dataset-1": None, "dataset-2": DATASET2_WALKING}
 EMBEDDED_PATH = Path(__file__).resolve().parents[2] / "data" / "bandai.npz"  # the repository's data/
+# A regular install (`pip install .`, a wheel) carries a copy inside the package (setup.py's build_py).
+PACKAGED_PATH = Path(__file__).resolve().parents[1] / "_data" / "bandai.npz"
+
+
+def embedded_path() -> Path:
+    """Where the embedded set is: the installed package's copy, else the repository's ``data/bandai.npz``
+    (an editable install or a checkout on ``sys.path``). Raises FileNotFoundError naming both places."""
+    for path in (PACKAGED_PATH, EMBEDDED_PATH):
+        if path.is_file():
+            return path
+    raise FileNotFoundError(
+        f"no embedded data file: looked for {PACKAGED_PATH} (installed package) and {EMBEDDED_PATH} "
+        "(repository checkout). Reinstall the package from the repository (`pip install .` copies data/bandai.npz "
+        "into it) or rebuild the file with `python -m cagelib.data.build` (needs the Bandai BVH release; "
+        "see data/README.md)"
+    )
 FORMAT = "cagelib-compact-1"
 DEFAULT_QUANTUM = 1e-4  # metres per integer step of the compact format (0.1 mm)
 
@@ -210,12 +226,13 @@ def load_compact(path: str | Path) -> GaitSet:
 
 
 def load_embedded(path: str | Path | None = None) -> GaitSet:
-    """The embedded Bandai walking set (``data/bandai.npz`` of the repository) as a ``GaitSet``.
+    """The embedded Bandai walking set (``data/bandai.npz`` of the repository, carried inside an installed
+    package as ``cagelib/_data/bandai.npz``; see ``embedded_path``) as a ``GaitSet``.
 
     Labels: emotion (neutral, happy, sad, angry) for dataset-1's four emotion styles, else -1; see
     ``cagelib.data.bandai`` and ``data/README.md`` (including the style/performer confound).
     """
-    path = EMBEDDED_PATH if path is None else Path(path)
+    path = embedded_path() if path is None else Path(path)
     if not path.is_file():
         raise FileNotFoundError(
             f"{path}: no embedded data file. Rebuild it with `python -m cagelib.data.build` "
