@@ -1,10 +1,14 @@
-"""The main job (`make demo`) end to end at a tiny size: files written, numbers well-formed."""
+"""The main job (`make demo`) end to end at a tiny size: files written, numbers well-formed, and a second
+run in the same folder replaces the first."""
 from __future__ import annotations
 
 import json
 
-from cagelib.lab.demo import DemoConfig, run
+import pytest
+
 from cagelib.data.tasks import TaskConfig, emotion_task
+from cagelib.lab.comparison import MARKER, prepare_output
+from cagelib.lab.demo import DemoConfig, command, run
 
 
 def test_emotion_task_keeps_task_clips_out_of_the_pretraining_corpus():
@@ -18,20 +22,32 @@ def test_emotion_task_keeps_task_clips_out_of_the_pretraining_corpus():
         assert not set(task.groups[train]) & set(task.groups[test])
 
 
-def test_demo_runs_and_writes_its_report(tmp_path):
-    config = DemoConfig(method="cage", epochs=1, queue_size=32, folds=2, repeats=1, out=str(tmp_path / "demo"),
-                        task=TaskConfig(max_pretrain_windows=64, stride=24))
-    report = run(config)
+def test_demo_runs_twice_in_one_folder_and_writes_its_report(tmp_path, capsys):
+    config = DemoConfig(method="geclr", epochs=1, queue_size=32, seeds=(0,), folds=2, max_pretrain_windows=64,
+                        workers=1, out=str(tmp_path / "demo"))
+    run(config)
+    report = run(config)  # the second run replaces the first instead of failing on its checkpoint
+    assert "Replacing the previous results" in capsys.readouterr().out
     out = tmp_path / "demo"
-    for name in ("summary.json", "results.json", "report.md", "skeleton.png"):
+    for name in ("summary.json", "results.json", "report.md", "table.md", "skeleton.png", MARKER):
         assert (out / name).is_file(), name
     saved = json.loads((out / "results.json").read_text())
-    assert set(saved["results"]) == {"pretrained / cartesian", "random init / cartesian",
-                                     "pretrained / spherical", "random init / spherical", "majority class / -"}
-    for res in saved["results"].values():
-        assert res["linear"]["n"] == 2 and 0.0 <= res["linear"]["top1_mean"] <= 100.0
-        assert 0.0 <= res["linear"]["balanced_mean"] <= 100.0
-    # the majority baseline's balanced accuracy is exactly chance: one class right, three wrong
-    assert saved["results"]["majority class / -"]["linear"]["balanced_mean"] == 25.0
-    assert report["final_pretrain_metrics"]["epoch"] == 1
-    assert "| pretrained | cartesian |" in (out / "report.md").read_text()
+    tasks = saved["seeds"]["0"]["tasks"]
+    assert set(tasks) == {"emotion4", "style15"}
+    rows = tasks["emotion4"]
+    assert {"pretrained, linear", "pretrained, linear (z)", "pretrained, k-NN", "random init, linear",
+            "hand-crafted, logistic regression", "majority class"} <= set(rows)
+    for row in rows.values():
+        assert all(0.0 <= row[key] <= 100.0 for key in ("top1", "balanced", "clip_top1"))
+    # the majority class's balanced accuracy is exactly chance: one class right, three wrong
+    assert rows["majority class"]["balanced"] == 25.0
+    assert report["seeds"]["0"]["health"]["emotion4+style15"]["final"]["epoch"] == 1
+    assert "| pretrained, linear |" in (out / "report.md").read_text()
+    assert command(config).startswith("python -m cagelib.lab.demo --epochs 1")
+
+
+def test_an_output_folder_not_written_by_cagelib_is_refused(tmp_path):
+    (tmp_path / "mine.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="not written by cagelib"):
+        prepare_output(tmp_path)
+    assert (tmp_path / "mine.txt").read_text() == "keep me"

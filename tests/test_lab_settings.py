@@ -87,7 +87,7 @@ def test_every_pretraining_parameter_reaches_the_model_optimizer_or_data():
 
 
 def test_the_demo_builds_its_configuration_on_the_same_path():
-    config = DemoConfig(method="hsmb", epochs=9, queue_size=99, momentum=0.95, seed=4).pretrain_config()
+    config = DemoConfig(method="hsmb", epochs=9, queue_size=99, momentum=0.95, seeds=(4,)).pretrain_config()
     model = build_model(config)
     assert (config.epochs, config.milestones, config.seed) == (9, (6,), 4)
     assert (model.memory_banks["cartesian"].size, model.config.momentum) == (99, 0.95)

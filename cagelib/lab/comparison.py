@@ -166,9 +166,10 @@ def prepare_output(path: str | Path) -> Path:
     return out
 
 
-def compare(config: ComparisonConfig) -> dict:
-    """Run every seed (in ``config.workers`` processes), aggregate, write ``results.json`` and ``table.md``."""
-    out = prepare_output(config.out)
+def compare(config: ComparisonConfig, fresh: bool = True) -> dict:
+    """Run every seed (in ``config.workers`` processes), aggregate, write ``results.json`` and ``table.md``.
+    ``fresh``: replace an earlier output folder (``prepare_output``); False when the caller prepared it."""
+    out = prepare_output(config.out) if fresh else Path(config.out)
     started = time.time()
     jobs = [(config, seed) for seed in config.seeds]
     if config.workers > 1 and len(jobs) > 1:

@@ -1,64 +1,79 @@
-"""The main job behind ``make demo``: the embedded data, a short CAGE pretraining, a linear evaluation.
+"""The main job behind ``make demo``: the embedded data, a short pretraining per seed, and the pretrained
+encoder beside its fair controls on two labelled tasks.
 
-    python -m cagelib.lab.demo [--epochs 8] [--method cage] [--out outputs/demo] [--seed 0]
+    python -m cagelib.lab.demo                    # ~5 min on a 2-core CPU: GE-CLR, 3 seeds, emotion4 + style15
+    python -m cagelib.lab.demo --preset long      # ~30 min: 16 epochs, + walkstyle7, + the supervised reference
+    python -m cagelib.lab.demo --method cage --seeds 0 --out outputs/demo_cage
 
-1. Summarise the embedded Bandai set (clips, windows, frames, per-label counts) and draw one skeleton.
-2. Pretrain the chosen method (default: full CAGE) on the unlabelled corpus of ``cagelib.data.tasks``
-   with CPU-sized settings (small A-GCN, a few epochs; printed at the start). The demo's own values
-   (queue 512, momentum 0.99, lr x0.1 at 75 % of the epochs) live in ``DemoConfig``; its
-   ``PretrainConfig`` comes from ``cagelib.lab.settings.pretrain_config`` like every other run's.
-3. Linear probe (the paper's protocol: 100 epochs, lr 30, frozen features) and a k-NN probe on the
-   emotion task, over repeated clip-grouped folds, for the pretrained encoder and for the *same*
-   encoder at its random initialisation (the "random init + same probe" baseline).
-4. Write ``summary.json``, ``results.json``, ``report.md`` and the figures to ``--out``.
+1. Summarise the embedded Bandai set and draw one skeleton.
+2. For each seed (in parallel processes, one torch thread each): pretrain the method on the unlabelled
+   corpus (no clip of the tasks' family: ``cagelib.data.tasks``), with the training health of every
+   epoch in the run's ``metrics.jsonl``.
+3. ``cagelib.lab.comparison``: pretrained vs the same encoder at random init (linear on raw and z-scored
+   features, k-NN), hand-crafted gait features, the majority class (and, in the long preset, the
+   supervised reference), window / balanced / clip accuracy, mean +- std over seeds.
+4. Write ``summary.json``, ``results.json``, ``table.md``, ``report.md``, ``skeleton.png`` to ``--out``.
+   A second run with the same ``--out`` replaces the first (and says so).
 
-Every number in the report comes from this run; rerun the command to reproduce it.
+The demo's own values (the CPU-sized schedule, queue 512, momentum 0.99) live in ``DemoConfig``; its
+pretraining configuration comes from ``cagelib.lab.settings.pretrain_config`` like every other run's.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..atomic import atomic_write_json, atomic_write_text
 from ..data import cut_windows, load_embedded
-from ..data.tasks import EmotionTask, TaskConfig, emotion_task
-from ..evaluate.metrics import aggregate_seeds, majority_result
-from ..evaluate.protocols import EvalConfig, evaluate_folds
 from ..methods.registry import available_methods
-from ..pretrain.config import PretrainConfig, build_model
-from ..pretrain.loop import pretrain
+from ..pretrain.config import PretrainConfig
+from .comparison import ComparisonConfig, compare, prepare_output
 from .figures import save_figure
 from .settings import RunSettings, lr_milestones, pretrain_config
 from .skeleton_plots import skeleton_figure
-from .tables import format_mean_std, results_table
 
 
 @dataclass
 class DemoConfig:
-    method: str = "cage"  # a registered method (cagelib.methods.registry.available_methods())
-    epochs: int = 8  # pretraining epochs (paper: 300 for CAGE)
+    method: str = "geclr"  # a registered method (docs/decisions.md, "The demo's method and schedule")
+    epochs: int = 8  # pretraining epochs (paper: 200 for GE-CLR, 300 for CAGE)
     queue_size: int = 512  # memory bank size; below the corpus size (paper: 2,048 with E-Gait)
     momentum: float = 0.99  # key-encoder momentum (docs/decisions.md, "Key momentum 0.99 in the demo")
-    seed: int = 0  # model init, shuffling, augmentation and probe seed
-    folds: int = 4  # clip-grouped folds per repeat of the emotion task
-    repeats: int = 3  # repeats of the fold assignment
-    out: str = "outputs/demo"  # where everything is written
-    task: TaskConfig = field(default_factory=TaskConfig)  # windows and corpus
+    seeds: tuple = (0, 1, 2)  # one pretraining and one fold draw per seed
+    tasks: tuple = ("emotion4", "style15")  # labelled tasks (cagelib.data.tasks.TASK_NAMES)
+    supervised_epochs: int = 0  # the supervised reference's epochs; 0 = skipped (it costs more than the demo)
+    folds: int = 4  # clip-grouped folds per repeat
+    repeats: int = 1  # repeats of the fold assignment
+    window: int = 48  # frames per window (1.6 s at 30 fps)
+    max_pretrain_windows: int = 1024  # seeded subset of the corpus
+    workers: int = 2  # parallel seed processes (one torch thread each)
+    out: str = "outputs/demo"  # where everything is written (replaced by the next run)
+
+    @classmethod
+    def long(cls, **overrides) -> "DemoConfig":
+        """The longer CPU preset (about 30 minutes on 2 cores): 16 epochs, the three tasks, and the
+        supervised reference (20 epochs of its recipe) on emotion4 and style15."""
+        return replace(cls(epochs=16, tasks=("emotion4", "style15", "walkstyle7"), supervised_epochs=20,
+                           out="outputs/long"), **overrides)
 
     def settings(self) -> RunSettings:
-        """The demo's pretraining as ``RunSettings`` (lr x0.1 at 75 % of the epochs, rounded down)."""
+        """The pretraining as ``RunSettings`` (lr x0.1 at 75 % of the epochs, rounded down); representation
+        and views are the package defaults."""
         return RunSettings(method=self.method, epochs=self.epochs, milestones=lr_milestones(self.epochs, (0.75,), True),
-                           queue_size=self.queue_size, momentum=self.momentum, seed=self.seed,
-                           window=self.task.window, max_pretrain_windows=self.task.max_pretrain_windows or 0)
+                           queue_size=self.queue_size, momentum=self.momentum, seed=self.seeds[0],
+                           window=self.window, max_pretrain_windows=self.max_pretrain_windows)
 
     def pretrain_config(self) -> PretrainConfig:
         return pretrain_config(self.settings(), Path(self.out) / f"pretrain_{self.method}")
+
+    def comparison(self) -> ComparisonConfig:
+        return ComparisonConfig(settings=self.settings(), tasks=tuple(self.tasks), seeds=tuple(self.seeds),
+                                folds=self.folds, repeats=self.repeats, supervised_epochs=self.supervised_epochs,
+                                workers=self.workers, out=self.out)
 
 
 def data_summary(out: Path) -> dict:
@@ -68,156 +83,102 @@ def data_summary(out: Path) -> dict:
     summary["windows_48_stride_24"] = len(cut_windows(gs, 48, 24))
     print(f"Embedded Bandai set: {summary['clips']} clips, {summary['frames']} frames at {summary['fps']:g} fps, "
           f"{summary['windows_48_stride_24']} windows of 48 frames (stride 24)")
-    print("  labels:", ", ".join(f"{k} {v}" for k, v in summary["labels"].items()))
     try:
         walk = int(np.flatnonzero(gs.meta["content"] == "walk")[0])
         fig = skeleton_figure(gs.positions[walk], title=f"{gs.meta['clip_id'][walk]} (side view)")
         summary["figure"] = str(save_figure(fig, out / "skeleton.png"))
-        print(f"  skeleton figure: {summary['figure']}")
     except ImportError as err:  # plotting stack absent (e.g. a bare GPU box): the numbers still count
         print(f"  (no figure: {err})")
     return summary
 
 
-def evaluate_encoder(encoder: torch.nn.Module, task: EmotionTask, folds, seed: int, stream: str) -> dict:
-    """Linear and k-NN probes over ``folds``; returns aggregated and per-fold top-1."""
-    config = EvalConfig.paper("linear", seed=seed, device="cpu", input_transform=stream)
-    return {protocol: _with_balanced(evaluate_folds(encoder, task, folds, protocol, config))
-            for protocol in ("linear", "knn")}
-
-
-def _with_balanced(results) -> dict:
-    """``aggregate_seeds`` over folds plus balanced accuracy (mean per-class recall): the task's windows
-    are imbalanced (sad clips are long), so plain top-1 has a majority-class floor far above 25 %."""
-    out = aggregate_seeds(results)
-    balanced = np.array([np.nanmean(r.per_class) for r in results])
-    out["balanced_mean"] = float(balanced.mean())
-    out["balanced_std"] = float(balanced.std(ddof=1)) if len(balanced) > 1 else None
-    return out
-
-
-def majority_baseline(task: EmotionTask, folds) -> dict:
-    """Always predict the most frequent training class, over the same folds."""
-    return {"linear": _with_balanced([majority_result(task.y[tr], task.y[te], task.label_names) for tr, te in folds])}
-
-
-def _row(encoder: str, stream: str, res: dict) -> dict:
-    row = {"encoder": encoder, "stream": stream}
-    for protocol, name in (("linear", "linear"), ("knn", "k-NN")):
-        if protocol in res:
-            r = res[protocol]
-            row[f"{name} top-1 %"] = format_mean_std(r["top1_mean"], r["top1_std"])
-            row[f"{name} balanced %"] = format_mean_std(r["balanced_mean"], r["balanced_std"])
-        else:
-            row[f"{name} top-1 %"] = row[f"{name} balanced %"] = ""
-    return row
+def health_summary(report: dict) -> str:
+    """One line per corpus: retrieval, spread and k-NN before -> after pretraining, mean over seeds."""
+    lines = []
+    per_seed = list(report["seeds"].values())
+    for corpus in per_seed[0]["health"]:
+        parts = []
+        for key in ("retrieval_cartesian", "spread_cartesian", "knn_cartesian"):
+            init = [s["health"][corpus]["init"].get(key) for s in per_seed]
+            final = [s["health"][corpus]["final"].get(key) for s in per_seed]
+            if None not in init + final:
+                parts.append(f"{key.split('_')[0]} {np.mean(init):.3f} -> {np.mean(final):.3f}")
+        chance = per_seed[0]["health"][corpus]["init"].get("chance")
+        lines.append(f"- corpus of {corpus}: " + ", ".join(parts) + (f" (retrieval chance {chance:.4f})" if chance else ""))
+    return "\n".join(lines)
 
 
 def run(config: DemoConfig) -> dict:
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
     started = time.time()
+    out = prepare_output(config.out)
     summary = data_summary(out)
-    task = emotion_task(config=config.task)
-    summary["task"] = task.summary()
-    per_class = ", ".join(f"{k} {v['clips']} clips/{v['windows']} windows" for k, v in summary["task"]["per_class"].items())
-    print(f"Emotion task: {summary['task']['task_windows']} windows ({per_class}); "
-          f"pretraining corpus: {len(task.pretrain_x)} windows of other clips")
     atomic_write_json(out / "summary.json", summary)
-
-    pcfg = config.pretrain_config()
-    print(f"Pretraining {config.method} on CPU-sized settings: {pcfg.epochs} epochs, batch {pcfg.batch_size}, "
-          f"small A-GCN {pcfg.model.scaled_widths}, windows of {config.task.window} frames, queue {config.queue_size}")
-    random_init = build_model(pcfg)  # the same weights the pretraining starts from
-    t0 = time.time()
-    result = pretrain(pcfg, task.pretrain_x, run_dir=pcfg.run_dir)
-    pretrain_seconds = time.time() - t0
-
-    folds = task.folds(config.folds, config.repeats, config.seed)
-    rows, results = [], {}
-    for stream in pcfg.contrast.streams:
-        for name, model in (("pretrained", result.model), ("random init", random_init)):
-            encoder = model.encoders()[stream].eval()
-            res = evaluate_encoder(encoder, task, folds, config.seed, stream)
-            results[f"{name} / {stream}"] = res
-            rows.append(_row(name, stream, res))
-    results["majority class / -"] = majority_baseline(task, folds)
-    rows.append(_row("majority class", "-", results["majority class / -"]))
-    table = results_table(rows)
-    print(table)
-
-    report = {"config": asdict(config), "pretrain_seconds": pretrain_seconds, "total_seconds": time.time() - started,
-              "final_pretrain_metrics": result.history[-1], "folds": len(folds), "results": results,
-              "torch": torch.__version__, "device": "cpu"}
+    settings = config.settings()
+    print(f"Pretraining {config.method} (views {settings.views}, representation {settings.representation}) for "
+          f"{config.epochs} epochs on {config.max_pretrain_windows} corpus windows, seeds {list(config.seeds)}, "
+          f"{config.workers} processes; then probes on {', '.join(config.tasks)} ...", flush=True)
+    report = compare(config.comparison(), fresh=False)
+    report["total_seconds"] = time.time() - started
+    report["demo"] = asdict(config)
     atomic_write_json(out / "results.json", report)
-    _write_report(out, config, summary, table, report)
-    print(f"\nResults: {out / 'report.md'} (run files in {pcfg.run_dir})")
+    health = health_summary(report)
+    print(report["table"])
+    print("Training health (eval mode, fixed windows; before -> after pretraining, mean over seeds):\n" + health)
+    _write_report(out, config, report, health)
+    print(f"\nResults: {out / 'report.md'} ({report['total_seconds']:.0f} s)")
     return report
 
 
-def _write_report(out: Path, config: DemoConfig, summary: dict, table: str, report: dict) -> None:
+def command(config: DemoConfig) -> str:
+    """The command line that reproduces ``config`` (the defaults are left out)."""
+    preset = DemoConfig.long() if config.epochs == DemoConfig.long().epochs else DemoConfig()
+    args = ["python -m cagelib.lab.demo"] + (["--preset long"] if preset.out == "outputs/long" else [])
+    for name in ("method", "epochs", "out"):
+        if getattr(config, name) != getattr(preset, name):
+            args.append(f"--{name} {getattr(config, name)}")
+    if tuple(config.seeds) != tuple(preset.seeds):
+        args.append("--seeds " + " ".join(map(str, config.seeds)))
+    return " ".join(args)
+
+
+def _write_report(out: Path, config: DemoConfig, report: dict, health: str) -> None:
+    seconds = [s["seconds"] for s in report["seeds"].values()]
     text = f"""# cagelib demo report
 
-Command: `python -m cagelib.lab.demo --method {config.method} --epochs {config.epochs} --seed {config.seed} --momentum {config.momentum}` (CPU).
+Command: `{command(config)}` (CPU, {config.workers} processes of one torch thread).
+Whole run {report['total_seconds']:.0f} s; a seed took {min(seconds):.0f}-{max(seconds):.0f} s.
 
-Data: the embedded Bandai set, {summary['clips']} clips. Emotion task: 4 classes x 7 clips
-({summary['task']['task_windows']} windows of {summary['task']['window_frames']} frames), evaluated over
-{report['folds']} clip-grouped folds ({config.folds} folds x {config.repeats} repeats); mean +- std over folds.
-Pretraining corpus: {summary['task']['pretrain_windows']} windows of the other clips (no task clip is seen).
-Pretraining took {report['pretrain_seconds']:.0f} s; the whole demo {report['total_seconds']:.0f} s.
+Pretraining: {config.method}, {config.epochs} epochs, {config.max_pretrain_windows} corpus windows of
+{config.window} frames (no clip of the tasks' family), queue {config.queue_size}, key momentum {config.momentum}.
+Evaluation: {config.folds} clip-grouped folds x {config.repeats} repeat(s) per seed, seeds {list(config.seeds)};
+each cell is the mean +- std over seeds of the seed's mean over folds, in %.
 
-{table}
+{report['table']}
 
-Linear: the paper's protocol (frozen encoder, 100 epochs, lr 30, last epoch reported). k-NN: k = 10,
-cosine, temperature-weighted. "random init" is the same encoder before pretraining, with the same probes.
-"balanced" is the mean per-class accuracy (chance 25 %); windows are imbalanced (sad clips are long),
-so plain top-1 has the majority-class floor shown in the last row.
+Training health (eval mode, fixed windows, before -> after pretraining, mean over seeds):
+{health}
 
-Caveats: style and performer are confounded in the Bandai data (each style was recorded within one take
-group), and one clip moves a fold's accuracy by many points: read the spread, not only the mean.
-These are CPU demo settings, not the paper's (see README for the full settings).
+Rows: "linear" is the paper's protocol (frozen encoder, 100 epochs, lr 30, last epoch) on raw features,
+"linear (z)" the same on features z-scored with the training side's mean and std, "k-NN" k = 10 cosine.
+"random init" is the same encoder before pretraining. "balanced" is the mean per-class recall; "clip"
+is one vote per clip (majority of its windows). Caveats: style and performer are confounded in the
+Bandai data, and one clip moves a fold by many points: read the spread, not only the mean.
 """
     atomic_write_text(out / "report.md", text)
 
 
-def aggregate_demo_runs(paths) -> str:
-    """Markdown table over several demo outputs (one per seed): mean +- std over seeds of the fold means."""
-    reports = [json.loads((Path(p) / "results.json").read_text()) for p in paths]
-    rows = []
-    for key in reports[0]["results"]:
-        encoder, stream = key.split(" / ")
-        row = {"encoder": encoder, "stream": stream, "seeds": len(reports)}
-        for protocol, name in (("linear", "linear"), ("knn", "k-NN")):
-            for metric, column in (("top1_mean", f"{name} top-1 %"), ("balanced_mean", f"{name} balanced %")):
-                if protocol not in reports[0]["results"][key]:
-                    row[column] = ""
-                    continue
-                values = np.array([r["results"][key][protocol][metric] for r in reports])
-                row[column] = format_mean_std(float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else None)
-        rows.append(row)
-    return results_table(rows)
-
-
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--method", default=DemoConfig.method, choices=available_methods())
-    p.add_argument("--epochs", type=int, default=DemoConfig.epochs)
-    p.add_argument("--seed", type=int, default=DemoConfig.seed)
-    p.add_argument("--seeds", type=int, nargs="+", help="several seeds: one run each under OUT/seed<s>, then a table")
-    p.add_argument("--momentum", type=float, default=DemoConfig.momentum)
-    p.add_argument("--out", default=DemoConfig.out)
+    p.add_argument("--preset", choices=("demo", "long"), default="demo")
+    p.add_argument("--method", choices=available_methods())
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--seeds", type=int, nargs="+")
+    p.add_argument("--workers", type=int)
+    p.add_argument("--out")
     a = p.parse_args(argv)
-    if not a.seeds:
-        run(DemoConfig(method=a.method, epochs=a.epochs, seed=a.seed, momentum=a.momentum, out=a.out))
-        return
-    outs = [Path(a.out) / f"seed{s}" for s in a.seeds]
-    for seed, out in zip(a.seeds, outs):
-        run(DemoConfig(method=a.method, epochs=a.epochs, seed=seed, momentum=a.momentum, out=str(out)))
-    table = aggregate_demo_runs(outs)
-    text = f"# Demo over seeds {a.seeds}: mean +- std over seeds of each seed's fold mean\n\n{table}\n"
-    Path(a.out).mkdir(parents=True, exist_ok=True)
-    atomic_write_text(Path(a.out) / "seeds.md", text)
-    print(text)
+    config = DemoConfig.long() if a.preset == "long" else DemoConfig()
+    given = {k: (tuple(v) if k == "seeds" else v) for k, v in vars(a).items() if k != "preset" and v is not None}
+    run(replace(config, **given))
 
 
 if __name__ == "__main__":
