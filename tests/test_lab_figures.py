@@ -107,7 +107,7 @@ def test_save_figure_is_atomic(tmp_path):
 
 def test_plotly_animation_frames_follow_the_sequence(tmp_path):
     x = walking(12)
-    fig = skeleton_3d_plotly(x, title="walk", fps=30)
+    fig = skeleton_3d_plotly(x, title="walk", fps=30, follow_root=False)
     assert len(fig.frames) == 12 and len(fig.layout.sliders[0].steps) == 12
     joints = fig.frames[5].data[-1]
     np.testing.assert_allclose(np.array([joints.x, joints.y, joints.z]).T, x[5], rtol=1e-6)
@@ -117,6 +117,25 @@ def test_plotly_animation_frames_follow_the_sequence(tmp_path):
     np.testing.assert_allclose(pts, expected, rtol=1e-6)
     assert fig.layout.scene.camera.up.y == 1 and fig.layout.scene.xaxis.autorange is False
     assert "plotly" in save_figure(fig, tmp_path / "walk.html").read_text()[:5000].lower()
+
+
+def test_plotly_view_follows_the_walker_at_a_readable_size():
+    """A long walk (4 m along z) is shown root-relative: the scene is a cube about the body's size
+    (not the trajectory's), ticks every 0.5 m (a handful per axis), the controls below the scene."""
+    x = walking(200, speed=0.02)  # root moves 4 m
+    fig = skeleton_3d_plotly(x, title="walk", fps=30)
+    scene = fig.layout.scene
+    spans = [r[1] - r[0] for r in (scene.xaxis.range, scene.yaxis.range, scene.zaxis.range)]
+    assert np.allclose(spans, spans[0]) and scene.aspectmode == "cube"  # equal aspect
+    height = np.ptp(x[:, :, 1])
+    assert height / spans[0] > 0.75, f"body {height:.2f} m in a {spans[0]:.2f} m scene"
+    assert all(span / a.dtick <= 6 for span, a in zip(spans, (scene.xaxis, scene.yaxis, scene.zaxis)))
+    assert "(m)" in scene.xaxis.title.text and "(m)" in scene.yaxis.title.text and fig.layout.title.text
+    assert scene.domain.y[0] >= 0.12 and fig.layout.height >= 500  # play/slider below the scene
+    assert fig.layout.sliders[0].y <= scene.domain.y[0] and fig.layout.updatemenus[0].y <= scene.domain.y[0]
+    joints = np.array([fig.frames[-1].data[-1][k] for k in "xyz"]).T
+    assert np.all(joints >= [r[0] for r in (scene.xaxis.range, scene.yaxis.range, scene.zaxis.range)])
+    assert np.all(joints <= [r[1] for r in (scene.xaxis.range, scene.yaxis.range, scene.zaxis.range)])
 
 
 def test_tsne_is_deterministic_and_keeps_clusters():

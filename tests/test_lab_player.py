@@ -35,7 +35,7 @@ def test_render_frame_draws_that_frame(view):
                     np.testing.assert_allclose(np.array(line.get_data_3d()).T, plot_axes(seq[t][list(edge)]), rtol=1e-6)
                 else:
                     np.testing.assert_allclose(np.array(line.get_data()).T, seq[t][list(edge)][:, :2], rtol=1e-6)
-        assert fig.axes[0].get_title() == f"a\n{t + 1}/30"
+        assert fig.axes[0].get_title() == f"a\nframe {t + 1}/30"
 
 
 def test_follow_root_draws_root_relative_coordinates():

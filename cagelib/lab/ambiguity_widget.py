@@ -49,17 +49,18 @@ def ambiguity_browser(samples: Sequence[np.ndarray], names: Sequence[str] | None
     names = list(names) if names is not None else [f"sample {i}" for i in range(len(samples))]
     if len(names) != len(samples):
         raise ValueError(f"ambiguity_browser: {len(names)} names for {len(samples)} samples")
-    short = widgets.Layout(width="260px")
+    short = widgets.Layout(width="300px")
+    label = {"description_width": "initial"}  # the whole label ("speed down r"), never cut to "speed do..."
     parameters = {
-        "seed": widgets.IntText(value=seed, description="seed", layout=widgets.Layout(width="150px")),
+        "seed": widgets.IntText(value=seed, description="seed", layout=widgets.Layout(width="150px"), style=label),
         "speed_up_rate": widgets.Dropdown(options=[2, 4, 8], value=speed_up_rate, description="speed up r",
-                                          layout=widgets.Layout(width="170px")),
+                                          layout=widgets.Layout(width="190px"), style=label),
         "speed_down_rate": widgets.FloatSlider(value=speed_down_rate, min=0.05, max=1.0, step=0.05,
-                                               description="speed down r", layout=short),
+                                               description="speed down r", layout=short, style=label),
         "shear_amplitude": widgets.FloatSlider(value=shear_amplitude, min=0.0, max=1.0, step=0.05,
-                                               description="shear", layout=short),
+                                               description="shear", layout=short, style=label),
         "shear_joint_fraction": widgets.FloatSlider(value=shear_joint_fraction, min=0.0, max=1.0, step=1 / 16,
-                                                    description="shear joints", layout=short),
+                                                    description="shear joints", layout=short, style=label),
     }
 
     def sample_fn(index: int):

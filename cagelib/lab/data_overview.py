@@ -82,9 +82,10 @@ def length_histogram(gs: GaitSet, fps: float | None = None):
     for name in np.unique(groups):
         ax.hist(seconds[groups == name], bins=bins, alpha=0.6, label=f"{name} ({(groups == name).sum()} clips)")
     ax.set_xscale("log")
-    ax.set_xlabel("clip length (s)")
+    ax.set_xlabel("clip length (s, log scale)")
     ax.set_ylabel("clips")
-    ax.legend()
+    ax.set_title("clip lengths per data set")
+    ax.legend(frameon=False)
     return fig
 
 

@@ -66,12 +66,15 @@ def plot_tsne(embeddings_by_run: Mapping[str, tuple[np.ndarray, np.ndarray]],
             m = labels == c
             name_c = label_names[c] if label_names is not None else str(c)
             ax.scatter(emb[m, 0], emb[m, 1], s=point_size, color=colours[c], label=name_c, alpha=0.8)
-        ax.set_title(name)
+        ax.set_title(name, fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
+        ax.set_xlabel("t-SNE 1 (no unit)", fontsize=8)
+        ax.set_ylabel("t-SNE 2 (no unit)", fontsize=8)
     handles, names = axes[0].get_legend_handles_labels()
     fig.legend(handles, names, loc="lower center", ncol=len(names), frameon=False)
-    fig.subplots_adjust(bottom=0.15)
+    fig.suptitle("t-SNE of the encoder features of every emotion-task window, coloured by emotion", fontsize=10)
+    fig.subplots_adjust(bottom=0.17, top=0.8)
     return fig
 
 
@@ -207,12 +210,19 @@ def plot_confusions(evaluation: dict, panel_size: float = 3.2):
 
     results = {k: v for k, v in evaluation["results"].items() if k != MAJORITY}
     names = next(iter(results.values()))["aggregate"]["label_names"]
-    fig = Figure(figsize=(panel_size * len(results), panel_size + 0.6))
-    for ax, (protocol, res) in zip(fig.subplots(1, len(results), squeeze=False)[0], results.items()):
-        draw_confusion(ax, res["confusion"], names, counts=False, row_names=ax is fig.axes[0])
-        ax.set_title(f"{protocol}\n{res['aggregate']['top1_mean']:.1f} % (mean over folds)", fontsize=9)
-    fig.axes[0].set_ylabel("true")
-    fig.tight_layout()
+    fig = Figure(figsize=(panel_size * len(results) + 1.0, panel_size + 1.2))
+    axes = fig.subplots(1, len(results), squeeze=False)[0]
+    for ax, (protocol, res) in zip(axes, results.items()):
+        image = draw_confusion(ax, res["confusion"], names, counts=True, row_names=ax is axes[0])
+        ax.set_title(f"{protocol}\ntop-1 {res['aggregate']['top1_mean']:.1f} % (mean over folds)", fontsize=9)
+    axes[0].set_ylabel("true class")
+    fig.suptitle(f"Confusion matrices: windows summed over all {evaluation.get('n_folds', '?')} folds; "
+                 "cell = % of the true class's windows (count)\n"
+                 "The diagonal pools the folds (weighted by windows), so it differs from the per-class table "
+                 "(an unweighted mean over folds)", fontsize=9)
+    fig.subplots_adjust(left=0.07, right=0.9, bottom=0.2, top=0.76, wspace=0.12)
+    bar = fig.colorbar(image, ax=list(axes), fraction=0.025, pad=0.02)
+    bar.set_label("% of the true class (row)", fontsize=8)
     return fig
 
 
@@ -226,15 +236,21 @@ def plot_per_class(evaluation: dict):
     fig = Figure(figsize=(1.6 * len(names) + 2, 3.5))
     ax = fig.add_subplot(111)
     width = 0.8 / len(results)
+    top = 100.0
     for i, (protocol, res) in enumerate(results.items()):
         agg = res["aggregate"]
         err = agg["per_class_std"] or None
         ax.bar(np.arange(len(names)) + i * width, agg["per_class_mean"], width, yerr=err, capsize=2, label=protocol)
+        top = max(top, *(np.asarray(agg["per_class_mean"]) + np.asarray(err if err else 0)))
     ax.axhline(100 / len(names), color="grey", linestyle=":", label="chance")
     ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2, names)
-    ax.set_ylabel("accuracy % (mean over folds)")
-    ax.set_ylim(0, 100)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.set_xlabel("true class")
+    ax.set_ylabel("class accuracy (%)")
+    ax.set_ylim(0, top * 1.05)  # error bars above 100 are drawn whole (a std can pass 100 %)
+    ax.set_yticks(np.arange(0, 101, 20))
+    ax.set_title(f"per-class accuracy: mean over {evaluation.get('n_folds', '?')} folds, error bar = std over folds",
+                 fontsize=10)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     fig.tight_layout()
     return fig
 
@@ -248,14 +264,16 @@ def plot_bone_lengths(x: np.ndarray, relative: bool = True, title: str | None = 
     lengths = bone_lengths(x[: max(sequence_length(x), 1)])  # (T, E)
     if relative:
         lengths = lengths / np.where(np.median(lengths, axis=0) > 0, np.median(lengths, axis=0), 1.0)
-    fig = Figure(figsize=(7, 4))
+    fig = Figure(figsize=(9.5, 4))
     ax = fig.add_subplot(111)
     for e, (a, b) in enumerate(EDGES):
         ax.plot(lengths[:, e], label=f"{JOINT_NAMES[a]}-{JOINT_NAMES[b]}", linewidth=1,
                 linestyle="-" if bone_side((a, b)) != "right" else "--")
-    ax.set_xlabel("frame")
-    ax.set_ylabel("length / median" if relative else "length")
-    ax.legend(fontsize=6, ncol=3, loc="best")
-    if title:
-        ax.set_title(title)
+    ax.set_xlabel("frame (30 fps)")
+    ax.set_ylabel("length / median (1 = rigid)" if relative else "length (m)")
+    # 15 bones: the legend goes beside the axes, where it covers no curve (dashed = right side)
+    ax.legend(fontsize=7, ncol=1, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False,
+              title="bone (dashed: right)", title_fontsize=7)
+    ax.set_title(title or ("bone length over the clip, relative to its median" if relative else "bone length"))
+    fig.subplots_adjust(left=0.09, right=0.74, bottom=0.13)
     return fig

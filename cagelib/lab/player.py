@@ -70,11 +70,14 @@ class SkeletonRenderer:
         # Limits once, over every valid frame: the camera never moves during playback.
         self.limits = ([skeleton_limits(self.sequences)] * len(self.sequences) if shared_limits
                        else [skeleton_limits([s]) for s in self.sequences])
-        self.figure = Figure(figsize=(panel_size * len(self.sequences), panel_size + 0.3), dpi=dpi)
+        # At most three panels a row: six panels in one row shrink to thumbnails with unreadable titles.
+        cols = min(len(self.sequences), 3)
+        rows = -(-len(self.sequences) // cols)
+        self.figure = Figure(figsize=(panel_size * cols, (panel_size + 0.5) * rows), dpi=dpi)
         FigureCanvasAgg(self.figure)
         self.panels = []
         for i, (seq, lim) in enumerate(zip(self.sequences, self.limits)):
-            ax = new_axes(view, self.figure, (1, len(self.sequences), i + 1), elev=elev, azim=azim)
+            ax = new_axes(view, self.figure, (rows, cols, i + 1), elev=elev, azim=azim)
             artists = draw_skeleton(ax, seq[0], view)
             set_limits(ax, lim, view)
             if view == "3d":
@@ -98,7 +101,7 @@ class SkeletonRenderer:
                 artist.set_visible(visible)
                 artist.set_alpha(0.35 if ended else 1.0)
             status = "ended" if ended else f"{t + 1}/{length}"
-            artists["axes"].set_title(f"{title}\n{status}", fontsize=9)
+            artists["axes"].set_title(f"{title}\nframe {status}" if not ended else f"{title}\n{status}", fontsize=12)
         self.frame_index = t
         return self.figure
 
@@ -147,7 +150,8 @@ class SkeletonPlayer:
                                               continuous_update=True)
         widgets.link((self.play, "value"), (self.frame_slider, "value"))  # kernel-side: also works headless
         self.speed = widgets.Dropdown(options=[(f"{s:g}x", s) for s in self.SPEEDS], value=1.0,
-                                      description="speed", layout=widgets.Layout(width="150px"))
+                                      description="speed", layout=widgets.Layout(width="170px"),
+                                      style={"description_width": "initial"})
         self.speed.observe(lambda change: setattr(self.play, "interval", self._interval(change["new"])), "value")
         self.image = widgets.Image(value=self.frame_png(0), format="png")
         self.frame_slider.observe(lambda change: self.show(change["new"]), "value")

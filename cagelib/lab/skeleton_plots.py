@@ -189,33 +189,47 @@ def _plotly_traces(frame: np.ndarray) -> list:
     return traces
 
 
-def skeleton_3d_plotly(x: np.ndarray, title: str | None = None, fps: float = 30.0, stride: int = 1):
+def skeleton_3d_plotly(x: np.ndarray, title: str | None = None, fps: float = 30.0, stride: int = 1,
+                       follow_root: bool = True, height: int = 640, tick_step: float = 0.5):
     """Interactive 3-D view of one sequence ``(T, 16, 3)``: plotly frames with play/pause and a slider.
 
-    Data axes are kept (y up: the camera's up vector is +y); limits are fixed over the sequence.
-    ``stride`` keeps every stride-th frame (smaller HTML for long clips).
+    ``follow_root`` subtracts the root's horizontal position per frame (the camera follows the walker, as
+    in ``skeleton_figure``), so the body fills the scene instead of a box around the whole trajectory.
+    Limits are one cube (equal aspect, metres) fixed over the sequence, ticks every ``tick_step`` m; y is up
+    (the camera's up vector is +y). The play buttons and the slider sit below the scene, which keeps the
+    upper ~85 % of the ``height`` px. ``stride`` keeps every stride-th frame (smaller HTML for long clips).
     """
     import plotly.graph_objects as go
 
-    x = np.asarray(x, dtype=np.float64)
+    x = follow_root_track(x) if follow_root else np.asarray(x, dtype=np.float64)
     length = max(sequence_length(x), 1)
     indices = list(range(0, length, stride))
-    limits = skeleton_limits([x])
+    limits = skeleton_limits([x[:length]], margin=0.1)
     frames = [go.Frame(data=_plotly_traces(x[t]), name=str(t)) for t in indices]
     duration = 1000.0 * stride / fps
     play = dict(label="play", method="animate",
                 args=[None, dict(frame=dict(duration=duration, redraw=True), fromcurrent=True, mode="immediate")])
     pause = dict(label="pause", method="animate",
                  args=[[None], dict(frame=dict(duration=0, redraw=False), mode="immediate")])
-    steps = [dict(label=str(t), method="animate",
+    steps = [dict(label=f"{t / fps:.1f}", method="animate",
                   args=[[str(t)], dict(frame=dict(duration=0, redraw=True), mode="immediate")]) for t in indices]
-    axis = lambda i, name: dict(range=list(limits[i]), title=name, autorange=False)  # noqa: E731
+    relative = " (root-relative)" if follow_root else ""
+
+    def axis(i: int, name: str) -> dict:
+        return dict(range=list(limits[i]), title=dict(text=name, font=dict(size=12)), autorange=False,
+                    dtick=tick_step, tickformat=".1f", tickfont=dict(size=10))
+
     fig = go.Figure(data=_plotly_traces(x[indices[0]]), frames=frames)
     fig.update_layout(
-        title=title,
-        scene=dict(xaxis=axis(0, "x"), yaxis=axis(1, "y (up)"), zaxis=axis(2, "z"), aspectmode="cube",
-                   camera=dict(up=dict(x=0, y=1, z=0), eye=dict(x=1.4, y=0.6, z=1.4))),
-        updatemenus=[dict(type="buttons", buttons=[play, pause], x=0.05, y=0.0, xanchor="left")],
-        sliders=[dict(steps=steps, currentvalue=dict(prefix="frame "), x=0.2, len=0.8)],
+        title=dict(text=f"{title + ': ' if title else ''}3-D skeleton{relative}, metres", x=0.5, xanchor="center"),
+        height=height, margin=dict(l=10, r=10, t=50, b=10),
+        legend=dict(title="bones", x=1.0, xanchor="right", y=0.95),
+        scene=dict(xaxis=axis(0, f"x{relative} (m)"), yaxis=axis(1, "y, up (m)"), zaxis=axis(2, f"z{relative} (m)"),
+                   aspectmode="cube", domain=dict(x=[0, 1], y=[0.16, 1]),
+                   camera=dict(up=dict(x=0, y=1, z=0), eye=dict(x=1.5, y=0.5, z=1.5))),
+        updatemenus=[dict(type="buttons", direction="left", buttons=[play, pause], x=0.0, y=0.0, xanchor="left",
+                          yanchor="bottom", pad=dict(t=0, r=10))],
+        sliders=[dict(steps=steps, currentvalue=dict(prefix="time (s): "), x=0.18, len=0.8, y=0.0,
+                      yanchor="bottom", pad=dict(t=0, b=0))],
     )
     return fig
