@@ -184,3 +184,13 @@ def test_real_bandai_walk_stands_upright(shared_data):
         joints = next(line for line in ax.get_lines() if line.get_gid() == "joints")
         heights = np.asarray(joints.get_ydata())
         assert heights[3] > heights[12] + 1.0 and heights[3] > heights[15] + 1.0
+
+
+def test_data_table_shows_paths_relative_to_the_repository():
+    from pathlib import Path
+
+    from cagelib.lab.data_overview import datasets_present
+
+    rows, _ = datasets_present("data/no_features.h5")
+    assert rows[0]["file"] == str(Path("data") / "bandai.npz")
+    assert all(not Path(r["file"]).is_absolute() for r in rows)

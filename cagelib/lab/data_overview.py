@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 
 from ..data import GaitSet, cut_windows, emotion_clips, load_egait
-from ..data.bandai import EMBEDDED_PATH
+from ..data.bandai import embedded_path
 from ..data.tasks import embedded_set
 from ..skeleton import EDGES, JOINT_NAMES, bone_lengths
-from .settings import resolve_path
+from .settings import repo_root, resolve_path
 
 
 def datasets_present(egait_features: str | os.PathLike = "data/features.h5",
@@ -24,27 +24,33 @@ def datasets_present(egait_features: str | os.PathLike = "data/features.h5",
     file exists (relative paths are relative to the repository). A bad E-Gait file is reported in its row.
     """
     gs = embedded_set()
-    rows = [_row("Bandai (embedded)", EMBEDDED_PATH, gs)]
+    rows = [_row("Bandai (embedded)", embedded_path(), gs)]
     sets = {"bandai": gs}
     features, labels = resolve_path(egait_features), resolve_path(egait_labels)
     if not features.is_file():
-        rows.append({"data set": "E-Gait", "file": str(features), "status": "not found: put the STEP/E-Gait "
+        rows.append({"data set": "E-Gait", "file": shown_path(features), "status": "not found: put the STEP/E-Gait "
                      "features.h5 (and labels.h5) in data/ to include it"})
         return rows, sets
     try:
         egait = load_egait(features, labels if labels.is_file() else None, extra_labels="ignore")
     except (ValueError, OSError) as err:
-        rows.append({"data set": "E-Gait", "file": str(features), "status": f"unreadable: {err}"})
+        rows.append({"data set": "E-Gait", "file": shown_path(features), "status": f"unreadable: {err}"})
         return rows, sets
     rows.append(_row("E-Gait", features, egait))
     sets["egait"] = egait
     return rows, sets
 
 
+def shown_path(path: Path) -> str:
+    """A path as a table shows it: relative to the repository when inside it, else as is."""
+    path, root = Path(path).resolve(), repo_root()
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+
+
 def _row(name: str, path: Path, gs: GaitSet) -> dict:
     s = gs.summary()
     lo, med, hi = s["length_min_median_max"]
-    return {"data set": name, "file": str(path), "status": "loaded", "clips": s["clips"], "frames": s["frames"],
+    return {"data set": name, "file": shown_path(path), "status": "loaded", "clips": s["clips"], "frames": s["frames"],
             "fps": s["fps"], "units": s["units"], "length min/median/max": f"{lo} / {med:g} / {hi}",
             "labelled": len(gs) - s["labels"]["unlabelled"]}
 

@@ -176,7 +176,8 @@ def collect_results(root: str | os.PathLike | None = "") -> list[dict]:
     return rows
 
 def silhouette(features, labels) -> float:
-    """Silhouette score of the labels in feature space (cosine): 1 = separated classes, 0 = no structure."""
+    """Silhouette score of the labels in feature space (cosine), in -1..1: 1 = separated classes, 0 = no
+    structure, negative = windows lie closer to another class than to their own (the classes overlap)."""
     return float(silhouette_score(np.asarray(features), np.asarray(labels), metric="cosine"))
 
 def task_features(run_dir: str | os.PathLike, stream: str = "auto", device: str = "auto") -> tuple[np.ndarray, np.ndarray, tuple]:
@@ -189,16 +190,19 @@ def task_features(run_dir: str | os.PathLike, stream: str = "auto", device: str 
     return features.numpy(), data.y, data.label_names
 
 def tsne_panels(run_dirs, stream: str = "auto", perplexity: float = 30.0, seed: int = 0,
-                device: str = "auto") -> tuple[dict, list[dict], tuple]:
+                device: str = "auto", outputs: str | os.PathLike | None = "") -> tuple[dict, list[dict], tuple]:
     """Figure 5 data: per run, the t-SNE of its emotion-task features with their labels
     (``{title: (embedding (n, 2), labels (n,))}`` for ``figures.plot_tsne``), a row per run with the
-    silhouette score of the emotions in feature space, and the label names."""
+    silhouette score of the emotions in feature space (``silhouette``), and the label names. A run is
+    named relative to ``outputs`` (``$CAGELIB_OUTPUTS`` or ``<repo>/outputs``) when it lies inside it."""
     panels, rows, names = {}, [], ()
     for run_dir in run_dirs:
         run = load_run(run_dir)
         features, labels, names = task_features(run.path, stream, device)
         panels[f"{run.method}, {len(run.history)} epochs\n{run.path.name}"] = (
             tsne_embedding(features, seed=seed, perplexity=perplexity), labels)
-        rows.append({"run": str(run.path), "method": run.method, "pretraining epochs": len(run.history),
+        root = outputs_dir(outputs)
+        shown = str(run.path.relative_to(root)) if run.path.is_relative_to(root) else str(run.path)
+        rows.append({"run": shown, "method": run.method, "pretraining epochs": len(run.history),
                      "windows": len(labels), "silhouette (cosine)": silhouette(features, labels)})
     return panels, rows, names

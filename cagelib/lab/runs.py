@@ -140,7 +140,12 @@ def find_run(method: str, outputs: str | os.PathLike | None = "", device: str = 
     if not train_if_missing:
         raise FileNotFoundError(f"no complete {method!r} run under {outputs_dir(outputs)}: run notebook 03_pretrain "
                                 f"with method={method!r}, or pass train_if_missing=True")
-    return ensure_run(RunSettings(method=method, device=device), outputs, progress, train_if_missing=True)
+    settings = RunSettings(method=method, device=device)
+    print(f"No complete {method!r} run under {outputs_dir(outputs)}: this notebook needs one, so it pretrains a "
+          f"default-sized {method!r} run now ({settings.epochs} epochs of the small encoder on at most "
+          f"{settings.max_pretrain_windows} windows, seconds to a minute on a CPU). For a longer run, use notebook "
+          f"03_pretrain with method={method!r}, then rerun this notebook; it picks the newest complete run.")
+    return pretrain_run(settings, outputs=outputs, progress=progress).run_dir
 
 
 def runs_table(outputs: str | os.PathLike | None = "", method: str | None = None) -> str:
