@@ -28,6 +28,32 @@ def init_linear_head(in_features: int, num_classes: int, generator: torch.Genera
     return head
 
 
+class EncoderWithHead(nn.Module):
+    """An encoder followed by a linear head (finetune protocols, the supervised reference)."""
+
+    def __init__(self, encoder: nn.Module, head: nn.Linear):
+        super().__init__()
+        self.encoder, self.head = encoder, head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(x))  # (N, T, V, C) -> (N, F) -> (N, K)
+
+
+def encoder_with_head(encoder: nn.Module, sample: torch.Tensor, num_classes: int,
+                      generator: torch.Generator) -> EncoderWithHead:
+    """``encoder`` plus a seeded linear head (``init_linear_head``) on the encoder's device, sized to its
+    ``out_dim`` or, without one, to a no-grad eval-mode forward of ``sample`` (the mode is restored)."""
+    if hasattr(encoder, "out_dim"):
+        dim = int(encoder.out_dim)
+    else:
+        was_training = encoder.training
+        encoder.eval()
+        with torch.no_grad():
+            dim = int(encoder(sample).shape[1])  # (B, F)
+        encoder.train(was_training)
+    return EncoderWithHead(encoder, init_linear_head(dim, num_classes, generator).to(sample.device))
+
+
 def _minibatches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
     """Shuffled index batches; a trailing batch of one sample is dropped (BatchNorm cannot train on it)."""
     perm = torch.randperm(n, generator=generator)

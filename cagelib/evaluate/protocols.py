@@ -24,7 +24,7 @@ from torch import nn
 
 from ..data.splits import stratified_holdout, stratified_subset
 from ..device import module_device, resolve_device
-from .classifier import fit_classifier, init_linear_head, predict
+from .classifier import encoder_with_head, fit_classifier, init_linear_head, predict
 from .features import (as_float_tensor, check_labels, extract_features, knn_predict, make_input_transform,
                        prepare_data)
 from .metrics import EvalResult, prediction_result
@@ -165,26 +165,6 @@ def _fit_on_features(train_f, train_y, test_f, test_y, config, num_classes, name
     return _result(config, preds, test_y, names, history, int(fx.shape[0]), test_groups=test_groups)
 
 
-class _EncoderWithHead(nn.Module):
-    def __init__(self, encoder: nn.Module, head: nn.Linear):
-        super().__init__()
-        self.encoder, self.head = encoder, head
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.encoder(x))  # (N, T, V, C) -> (N, F) -> (N, K)
-
-
-def _feature_dim(encoder: nn.Module, sample: torch.Tensor) -> int:
-    if hasattr(encoder, "out_dim"):
-        return int(encoder.out_dim)
-    was_training = encoder.training
-    encoder.eval()
-    with torch.no_grad():
-        dim = encoder(sample).shape[1]
-    encoder.train(was_training)
-    return int(dim)
-
-
 def finetune_eval(encoder: nn.Module, train_x, train_y, test_x, test_y, config: EvalConfig | None = None,
                   num_classes: int | None = None, label_names: Sequence[str] | None = None,
                   augment: Augment | None = None, train_groups=None, label_fraction: float = 1.0,
@@ -210,8 +190,7 @@ def finetune_eval(encoder: nn.Module, train_x, train_y, test_x, test_y, config: 
     with _seeded_global_rng(config.seed, device):
         enc = copy.deepcopy(encoder).to(device)
         sample = train_x[:2].to(device)
-        dim = _feature_dim(enc, transform(sample) if transform is not None else sample)
-        model = _EncoderWithHead(enc, init_linear_head(dim, num_classes, generator).to(device))
+        model = encoder_with_head(enc, transform(sample) if transform is not None else sample, num_classes, generator)
         fx, fy, val = _split_validation(train_x, train_y, config, train_groups)
         history = fit_classifier(model, fx, fy, prepare=prepare, eval_transform=transform, val=val,
                                  **_fit_kwargs(config, generator, device))

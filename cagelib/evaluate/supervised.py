@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..device import resolve_device
-from .classifier import fit_classifier, init_linear_head, predict
+from .classifier import encoder_with_head, fit_classifier, predict
 from .features import make_input_transform, prepare_data
 from .metrics import EvalResult, prediction_result
 
@@ -38,25 +38,6 @@ class SupervisedConfig:
     device: str = "auto"  # "auto" (CUDA if available, else CPU), "cpu", "cuda:0", ...
     input_transform: str = "cartesian"  # cartesian | spherical: the stream's input coordinates
     eval_batch_size: int = 256  # prediction batch size (no effect on results)
-
-
-class _EncoderWithHead(nn.Module):
-    def __init__(self, encoder: nn.Module, head: nn.Linear):
-        super().__init__()
-        self.encoder, self.head = encoder, head
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.encoder(x))  # (N, T, V, C) -> (N, F) -> (N, K)
-
-
-def _out_dim(encoder: nn.Module, sample: torch.Tensor) -> int:
-    if hasattr(encoder, "out_dim"):
-        return int(encoder.out_dim)
-    encoder.eval()
-    with torch.no_grad():
-        dim = encoder(sample).shape[1]  # (2, F)
-    encoder.train()
-    return int(dim)
 
 
 def supervised_reference(make_encoder: Callable[[], nn.Module], train_x, train_y, test_x, test_y,
@@ -78,8 +59,8 @@ def supervised_reference(make_encoder: Callable[[], nn.Module], train_x, train_y
         torch.manual_seed(config.seed)
         encoder = make_encoder().to(device)
         sample = train_x[:2].to(device)
-        dim = _out_dim(encoder, transform(sample) if transform is not None else sample)
-        model = _EncoderWithHead(encoder, init_linear_head(dim, num_classes, generator).to(device))
+        model = encoder_with_head(encoder, transform(sample) if transform is not None else sample, num_classes,
+                                  generator)
         prepare = None if transform is None else (lambda batch, _: transform(batch))
         history = fit_classifier(model, train_x, train_y, epochs=config.epochs, lr=config.lr, milestones=(),
                                  gamma=1.0, optimizer="adam", momentum=0.0, weight_decay=config.weight_decay,

@@ -128,13 +128,22 @@ class JointJitter:
     high: float = 1.0  # upper bound of the matrix entries
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        _check(x, generator, "JointJitter")
-        n, _, v, c = x.shape
-        if not 0 <= self.num_joints <= v:
-            raise ValueError(f"JointJitter: num_joints must be in [0, {v}], got {self.num_joints}")
-        mask = _random_joint_mask(n, v, self.num_joints, generator, x.device)  # (N, V)
-        matrix = _uniform((n, c, c), self.low, self.high, generator, x)  # (N, C, C)
-        return _transform_joints(x, matrix, mask)
+        return jitter_joints(x, generator, self.num_joints, self.low, self.high, "JointJitter")
+
+
+def jitter_joints(x: torch.Tensor, generator: torch.Generator, num_joints: int, low: float, high: float,
+                  name: str, around_identity: bool = False) -> torch.Tensor:
+    """``S[:, j] @ R`` on ``num_joints`` random joints per sample, ``R ~ U(low, high)`` per sample (plus the
+    identity when ``around_identity``): Joint Jittering (Eq. 1) and its bounded form (``body_augment``)."""
+    _check(x, generator, name)
+    n, _, v, c = x.shape
+    if not 0 <= num_joints <= v:
+        raise ValueError(f"{name}: num_joints must be in [0, {v}], got {num_joints}")
+    mask = _random_joint_mask(n, v, num_joints, generator, x.device)  # (N, V)
+    matrix = _uniform((n, c, c), low, high, generator, x)  # (N, C, C)
+    if around_identity:
+        matrix = torch.eye(c, device=x.device, dtype=x.dtype) + matrix
+    return _transform_joints(x, matrix, mask)
 
 
 @dataclass

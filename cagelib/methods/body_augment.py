@@ -36,8 +36,7 @@ import torch
 from ..skeleton import ROOT, UP_AXIS
 from ..representation import DEFAULT_REPRESENTATION, REPRESENTATIONS
 from . import augment
-from .augment import (AmbiguityTransform, Augmentation, Compose, Crop, Shear, _check, _random_joint_mask,
-                      _transform_joints, _uniform)
+from .augment import (AmbiguityTransform, Augmentation, Compose, Crop, Shear, _check, _uniform, jitter_joints)
 
 VIEWS = ("paper", "crop", "body")  # GE-CLR's view transform T, see contrastive_views
 
@@ -92,14 +91,8 @@ class BoundedJitter:
     amplitude: float = 0.2
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        _check(x, generator, "BoundedJitter")
-        n, _, v, c = x.shape
-        if not 0 <= self.num_joints <= v:
-            raise ValueError(f"BoundedJitter: num_joints must be in [0, {v}], got {self.num_joints}")
-        mask = _random_joint_mask(n, v, self.num_joints, generator, x.device)  # (N, V)
-        eye = torch.eye(c, device=x.device, dtype=x.dtype)
-        matrix = eye + _uniform((n, c, c), -self.amplitude, self.amplitude, generator, x)  # (N, C, C)
-        return _transform_joints(x, matrix, mask)
+        return jitter_joints(x, generator, self.num_joints, -self.amplitude, self.amplitude, "BoundedJitter",
+                             around_identity=True)
 
 
 @dataclass
