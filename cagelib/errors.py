@@ -10,7 +10,9 @@ Every message reads ``"<source>: <item>: <problem>[; <what to do>]"``, for examp
 - ``CheckpointError``: a run's checkpoint cannot be read, is incomplete or does not match the run;
 - ``NonFiniteError``: NaN or inf where numbers must be finite (inputs, features, weights);
 - ``DivergedError``: training from finite inputs and weights produced a non-finite loss (also a
-  ``FloatingPointError``).
+  ``FloatingPointError``);
+- ``ParameterError``: a notebook parameter has the wrong type, is out of range or unknown
+  (``cagelib.lab.parameters``; source = the notebook, item = the parameter).
 
 Non-finite values are rejected where they enter (the loaders, the evaluation functions); the loaders
 offer ``nan_policy="interpolate"`` for short gaps (``cagelib.data.gaps``).
@@ -68,6 +70,10 @@ class NonFiniteError(CagelibError):
 
 class DivergedError(CagelibError, FloatingPointError):
     """Training from finite inputs and weights produced a non-finite loss."""
+
+
+class ParameterError(CagelibError):
+    """A notebook parameter is of the wrong type, out of range, or not a parameter of that notebook."""
 
 
 def first_nonfinite(x) -> int | None:
