@@ -21,7 +21,7 @@ from cagelib.lab.skeleton_plots import bone_segments, follow_root_track
 from cagelib.lab.settings import RunSettings
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-EXPECTED = ["01_data", "02_ambiguity_samples", "03_pretrain", "04_evaluate", "05_tsne"]
+EXPECTED = ["01_data", "02_ambiguity_samples", "03_pretrain", "04_evaluate", "05_tsne", "06_your_gait"]
 
 
 def parameters_cell(name: str) -> tuple[int, str]:
@@ -42,7 +42,7 @@ def walking(frames: int = 40, step: float = 0.03) -> np.ndarray:
     return x.astype(np.float32)
 
 
-def test_the_five_notebooks_are_there_in_reading_order():
+def test_the_notebooks_are_there_in_reading_order():
     assert sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb")) == EXPECTED
     for name in EXPECTED:
         nb = json.loads((NOTEBOOKS / f"{name}.ipynb").read_text())
