@@ -39,6 +39,7 @@ from ..atomic import atomic_write_json
 from ..data.tasks import CORPORA, EmotionTask, TaskConfig, emotion_data
 from ..methods.cage import PRESETS, ContrastConfig
 from ..methods.encoders import AGCNConfig
+from ..methods.mamp import PAPER_OPTIMIZER as MAMP_OPTIMIZER
 from ..methods.registry import available_methods
 from ..pretrain.config import LEGACY_REPRESENTATION, LEGACY_VIEWS, PretrainConfig, paper_schedule
 from ..pretrain.fast import FastConfig
@@ -94,7 +95,7 @@ class RunSettings:
     epochs: int = 2  # CPU: pretraining epochs (paper: 300 for CAGE and C3L, 200 for the others)
     milestones: tuple = ()  # epochs where lr *= 0.1; () = at 50 % and 80 % of the epochs (paper's ratios)
     batch_size: int = core_default(PretrainConfig, "batch_size")  # mini-batch size
-    lr: float = core_default(PretrainConfig, "lr")  # initial SGD learning rate
+    lr: float = core_default(PretrainConfig, "lr")  # initial SGD learning rate (MAMP: AdamW at lr x 0.01, pretrain_config)
     queue_size: int = 256  # CPU: memory bank size K (paper: ContrastConfig's 2,048); below the corpus size
     momentum: float = core_default(ContrastConfig, "momentum")  # key-encoder momentum m
     encoder: str = "small"  # CPU: "small" (4-unit A-GCN, width x0.25) or "paper" (the 10-unit A-GCN)
@@ -150,7 +151,7 @@ class RunSettings:
     def variant(self) -> str:
         """The method, plus the ambiguity speed when it differs from the paper's choice: the row name of
         results tables (``"hsmb"``, ``"hsmb (down r=0.1)"``)."""
-        if PRESETS[self.method]["bank_mode"] == "none":
+        if PRESETS.get(self.method, {}).get("bank_mode", "none") == "none":  # GE-CLR-like or a peer (MAMP)
             return self.method
         if self.ambiguity_speed == "up":
             return self.method if self.speed_up_rate == 4 else f"{self.method} (up r={self.speed_up_rate})"
@@ -171,8 +172,11 @@ def pretrain_config(settings: RunSettings, run_dir: str | os.PathLike, progress:
     contrast = ContrastConfig.preset(settings.method, queue_size=settings.queue_size, momentum=settings.momentum,
                                      ambiguity_speed=settings.ambiguity_speed, speed_up_rate=settings.speed_up_rate,
                                      speed_down_rate=settings.speed_down_rate, views=settings.views)
+    optimizer = {}
+    if settings.method == "mamp":  # AdamW as MAMP; settings.lr is SGD's scale: x0.01 (0.1 -> MAMP's 1e-3)
+        optimizer = dict(MAMP_OPTIMIZER, lr=settings.lr * MAMP_OPTIMIZER["lr"] / core_default(PretrainConfig, "lr"))
     return PretrainConfig(epochs=settings.epochs, milestones=settings.schedule(), batch_size=settings.batch_size,
-                          lr=settings.lr, seed=settings.seed, device=settings.device,
+                          **{"lr": settings.lr, **optimizer}, seed=settings.seed, device=settings.device,
                           model=AGCNConfig.small() if settings.encoder == "small" else AGCNConfig(),
                           contrast=contrast, run_dir=str(run_dir), progress=progress,
                           fast=FastConfig() if settings.fast else None, representation=settings.representation)

@@ -48,7 +48,8 @@ from .body_augment import VIEWS, ambiguity_transform, contrastive_views
 from .encoders import ProjectionHead
 from .losses import MemoryBank, contrastive_cross_entropy, info_nce, info_nce_logits, positive_accuracy
 
-__all__ = ["ContrastConfig", "CAGE", "stream_coordinates", "MemoryBank", "info_nce", "STREAMS", "BANK_MODES", "CROSS_MODES", "PRESETS"]
+__all__ = ["ContrastConfig", "CAGE", "stream_coordinates", "MemoryBank", "info_nce", "STREAMS", "BANK_MODES", "CROSS_MODES", "PRESETS",
+           "PEER_METHODS"]
 
 STREAMS = ("cartesian", "spherical")
 BANK_MODES = ("none", "hybrid", "ambiguity", "cooperation")
@@ -64,11 +65,15 @@ PRESETS: dict[str, dict] = {
     "spherical": dict(streams=("spherical",), bank_mode="none", cross_coordinate="none"),
     "spherical_acl": dict(streams=("spherical",), bank_mode="cooperation", cross_coordinate="none"),
 }
+# The registered methods that are not CAGE (e.g. "mamp"; ``cagelib.methods.registry.register`` adds them, so
+# this module needs no import of the registry): ContrastConfig accepts them as ``method``, and its CAGE fields
+# then keep GE-CLR's values, unused (the method's own settings live in its own PretrainConfig field).
+PEER_METHODS: set[str] = set()
 
 
 @dataclass
 class ContrastConfig:
-    method: str = "geclr"  # preset name (PRESETS) or "custom"; fills streams/bank_mode/cross_coordinate left None
+    method: str = "geclr"  # preset name (PRESETS), "custom", or a registered peer method (PEER_METHODS)
     streams: tuple | None = None  # coordinate streams: ("cartesian",), ("spherical",) or both
     bank_mode: str | None = None  # "none" (GE-CLR) | "hybrid" (HSMB) | "ambiguity" (ASMB) | "cooperation" (CSMB)
     cross_coordinate: str | None = None  # C<->S loss (Eq. 10), one of CROSS_MODES; needs both streams
@@ -88,9 +93,9 @@ class ContrastConfig:
     views: str = "body"  # view transform T (body_augment.VIEWS): "paper" (Crop + Joint Jittering), "crop", "body"
 
     def __post_init__(self) -> None:
-        if self.method not in PRESETS and self.method != "custom":
+        if self.method not in PRESETS and self.method != "custom" and self.method not in PEER_METHODS:
             raise ValueError(f"ContrastConfig: unknown method {self.method!r}; use one of "
-                             f"{sorted(PRESETS)} or 'custom'")
+                             f"{sorted(PRESETS) + sorted(PEER_METHODS)} or 'custom'")
         for name, value in PRESETS[self.method if self.method in PRESETS else "geclr"].items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
@@ -115,8 +120,9 @@ class ContrastConfig:
 
     @classmethod
     def preset(cls, name: str, **overrides) -> "ContrastConfig":
-        """The configuration of a method of the paper's ablations (``PRESETS``), with overrides."""
-        if name not in PRESETS:
+        """The configuration of a method of the paper's ablations (``PRESETS``) or of a peer method
+        (``PEER_METHODS``: its CAGE fields unused), with overrides."""
+        if name not in PRESETS and name not in PEER_METHODS:
             raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
         return cls(method=name, **overrides)
 

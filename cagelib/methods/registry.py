@@ -10,7 +10,8 @@ A method is an ``nn.Module`` with
   that evaluation probes, ``(N, T, V, C) -> (N, F)``.
 
 A builder takes the pretraining configuration (``cagelib.pretrain.config.PretrainConfig``: it reads
-``config.contrast``, ``config.model`` and ``config.representation``) and returns a freshly initialised method; the caller seeds the
+``config.contrast``, ``config.model`` and ``config.representation``; a peer method its own field, e.g.
+``config.mamp``) and returns a freshly initialised method; the caller seeds the
 global RNG around it. A new method is one module in ``cagelib/methods/`` and one ``register`` line below.
 """
 from __future__ import annotations
@@ -19,8 +20,9 @@ from typing import Any, Callable
 
 from torch import nn
 
-from .cage import CAGE, PRESETS
+from .cage import CAGE, PEER_METHODS, PRESETS
 from .encoders import AGCN
+from .mamp import MAMP
 
 Builder = Callable[[Any], nn.Module]
 _BUILDERS: dict[str, Builder] = {}
@@ -32,6 +34,8 @@ def register(name: str, builder: Builder) -> None:
     if name in _BUILDERS:
         raise ValueError(f"method {name!r} is registered already")
     _BUILDERS[name] = builder
+    if name not in PRESETS and name not in _UNLISTED:  # a peer of CAGE: ContrastConfig(method=name) is valid
+        PEER_METHODS.add(name)
 
 
 def available_methods() -> tuple[str, ...]:
@@ -54,3 +58,11 @@ def _cage(config) -> CAGE:
 
 for _name in (*PRESETS, "custom"):  # GE-CLR, HSMB, ASMB, CSMB, C3L, CAGE, spherical, spherical ACL (Tables 1-3)
     register(_name, _cage)
+
+
+def _mamp(config) -> MAMP:
+    """MAMP (Mao et al., ICCV 2023): masked motion prediction with a transformer over joint-time tokens."""
+    return MAMP(config.mamp, config.model.num_joints, representation=config.representation)
+
+
+register("mamp", _mamp)

@@ -13,6 +13,8 @@ import torch
 
 from ..methods.cage import PRESETS, ContrastConfig
 from ..methods.encoders import AGCNConfig
+from ..methods.mamp import PAPER_OPTIMIZER as MAMP_OPTIMIZER
+from ..methods.mamp import MAMPConfig
 from ..methods.registry import build_method
 from ..representation import DEFAULT_REPRESENTATION, REPRESENTATIONS
 from .fast import FastConfig
@@ -21,12 +23,15 @@ from .health import HealthConfig
 # What the runs written before PretrainConfig.representation and ContrastConfig.views were trained with:
 LEGACY_REPRESENTATION = "first_frame"  # their windows were first-frame centred
 LEGACY_VIEWS = "paper"  # their views were Crop + Joint Jittering (Eq. 1)
+OPTIMIZERS = ("sgd", "adamw")  # PretrainConfig.optimizer
 
 
 def paper_schedule(method: str) -> tuple[int, tuple[int, ...]]:
     """The paper's ``(epochs, lr milestones)``: 300 epochs (x0.1 at 150, 250) for the two-stream methods
     (CAGE, C3L: "difficult to converge", more epochs), 200 (x0.1 at 100, 160) for the single-stream ones
-    (GE-CLR and the ACL ablations)."""
+    (GE-CLR and the ACL ablations). MAMP: 400 epochs (its cosine schedule is not the loop's: no milestones)."""
+    if method == "mamp":
+        return 400, ()
     two_stream = len(PRESETS.get(method, {}).get("streams", ())) == 2
     return (300, (150, 250)) if two_stream else (200, (100, 160))
 
@@ -35,15 +40,17 @@ def paper_schedule(method: str) -> tuple[int, tuple[int, ...]]:
 class PretrainConfig:
     epochs: int = 20  # training epochs (paper: GE-CLR 200, CAGE 300)
     batch_size: int = 32  # mini-batch size; the last incomplete batch of an epoch is dropped (paper: 32)
-    lr: float = 0.1  # initial SGD learning rate (paper: 0.1)
+    lr: float = 0.1  # initial learning rate (paper: SGD 0.1; MAMP: AdamW 1e-3)
     sgd_momentum: float = 0.9  # SGD momentum (paper: 0.9)
-    weight_decay: float = 1e-4  # SGD weight decay (paper: 1e-4)
+    weight_decay: float = 1e-4  # weight decay (paper: SGD 1e-4; MAMP: AdamW 0.05)
+    optimizer: str = "sgd"  # "sgd" (CAGE) or "adamw" (betas 0.9, 0.95; MAMP), one of OPTIMIZERS
     milestones: tuple = (10, 16)  # epochs where lr *= lr_gamma (paper: GE-CLR 100, 160; CAGE 150, 250)
     lr_gamma: float = 0.1  # learning-rate decay factor (paper: 0.1)
     seed: int = 0  # seeds model init, per-epoch shuffling and the augmentation generator
     device: str = "auto"  # "auto" (CUDA if available, else CPU), "cpu", "cuda:0", ...
     model: AGCNConfig = field(default_factory=AGCNConfig.small)  # encoder (paper: AGCNConfig())
     contrast: ContrastConfig = field(default_factory=ContrastConfig)  # method (paper: ContrastConfig.preset("cage"))
+    mamp: MAMPConfig = field(default_factory=MAMPConfig)  # MAMP's model and masking, used when contrast.method == "mamp"
     run_dir: str = "outputs/pretrain"  # where config, metrics and checkpoint go
     checkpoint_every: int = 1  # write checkpoint.pt every this many epochs (and after the last)
     progress: bool = True  # show a tqdm progress bar
@@ -57,6 +64,10 @@ class PretrainConfig:
             self.model = AGCNConfig(**self.model)
         if isinstance(self.contrast, dict):
             self.contrast = ContrastConfig.from_dict(self.contrast)
+        if isinstance(self.mamp, dict):
+            self.mamp = MAMPConfig.from_dict(self.mamp)
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"PretrainConfig: optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if isinstance(self.fast, dict):
             self.fast = FastConfig(**self.fast)
         if isinstance(self.health, dict):
@@ -69,10 +80,12 @@ class PretrainConfig:
 
     @classmethod
     def paper(cls, method: str = "cage", **overrides) -> "PretrainConfig":
-        """The paper's settings: full A-GCN, batch 32, SGD lr 0.1, the schedule of ``paper_schedule``."""
+        """The paper's settings: full A-GCN, batch 32, SGD lr 0.1, the schedule of ``paper_schedule``;
+        MAMP: its paper model (``MAMPConfig.paper()``) and AdamW lr 1e-3, weight decay 0.05."""
         epochs, milestones = paper_schedule(method)
+        peer = dict(mamp=MAMPConfig.paper(), **MAMP_OPTIMIZER) if method == "mamp" else {}
         base = cls(epochs=epochs, milestones=milestones, model=AGCNConfig(),
-                   contrast=ContrastConfig.preset(method), run_dir=f"outputs/{method}")
+                   contrast=ContrastConfig.preset(method), run_dir=f"outputs/{method}", **peer)
         return replace(base, **overrides)
 
     def to_dict(self) -> dict:

@@ -18,6 +18,10 @@ epoch, drawn from the monitor's own generator, so training is unchanged):
   half's statistics) of a labelled task's TRAINING windows, split by clip into a reference half and a
   query half. The test side of the task is never used, so no epoch is chosen on test data.
 
+- ``reconstruction`` (masked-prediction methods, those with ``reconstruction_error(x, generator)``: MAMP):
+  the method's masked-motion loss on the first views with masks drawn from a generator seeded by
+  ``config.seed`` (the same masks every epoch); lower = better prediction.
+
 ``z`` is the method's embedding used by its loss (``method.embed(x, stream)``; for a method without one,
 the L2-normalised encoder features).
 
@@ -37,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-HEALTH_METRICS = ("retrieval", "alignment", "uniformity", "spread", "knn")
+HEALTH_METRICS = ("retrieval", "alignment", "uniformity", "spread", "knn", "reconstruction")
 
 
 @dataclass
@@ -149,6 +153,9 @@ class HealthMonitor:
                     out[f"knn_{stream}"] = knn_balanced_accuracy(
                         self._features(model, encoder, ref_x, stream), ref_y,
                         self._features(model, encoder, query_x, stream), query_y, self.config.knn_k)
+            if hasattr(model, "reconstruction_error"):  # masked prediction (MAMP): its loss on fixed masks
+                generator = torch.Generator(device=self.views[0].device).manual_seed(self.config.seed)
+                out["reconstruction"] = model.reconstruction_error(self.views[0], generator)
             return {k: float(v) for k, v in out.items()}
         finally:
             model.train(was_training)

@@ -178,10 +178,14 @@ def run_epoch(step_fn: Callable, data: torch.Tensor, config: PretrainConfig, epo
 
 
 def make_optimization(config: PretrainConfig, model: nn.Module, device: torch.device, state: dict | None = None):
-    """SGD, its MultiStepLR schedule and the augmentation generator, restored from ``state`` when given:
+    """SGD (or AdamW, ``config.optimizer``), its MultiStepLR schedule and the augmentation generator, restored from ``state`` when given:
     ``(optimizer, scheduler, generator, start_epoch, history)``."""
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.sgd_momentum,
-                                weight_decay=config.weight_decay, **optimizer_options(config.fast, device))
+    if config.optimizer == "adamw":  # MAMP's optimizer (betas of its code)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=(0.9, 0.95),
+                                      weight_decay=config.weight_decay, **optimizer_options(config.fast, device))
+    else:
+        optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.sgd_momentum,
+                                    weight_decay=config.weight_decay, **optimizer_options(config.fast, device))
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.milestones), config.lr_gamma)
     generator = torch.Generator(device=device)
     generator.manual_seed(config.seed)
