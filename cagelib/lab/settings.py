@@ -40,6 +40,7 @@ from ..data.tasks import CORPORA, EmotionTask, TaskConfig, emotion_data
 from ..methods.cage import PRESETS, ContrastConfig
 from ..methods.encoders import AGCNConfig
 from ..methods.mamp import PAPER_OPTIMIZER as MAMP_OPTIMIZER
+from ..methods.mamp import MAMPConfig
 from ..methods.registry import available_methods
 from ..pretrain.config import LEGACY_REPRESENTATION, LEGACY_VIEWS, PretrainConfig, paper_schedule
 from ..pretrain.fast import FastConfig
@@ -174,7 +175,8 @@ def pretrain_config(settings: RunSettings, run_dir: str | os.PathLike, progress:
                                      speed_down_rate=settings.speed_down_rate, views=settings.views)
     optimizer = {}
     if settings.method == "mamp":  # AdamW as MAMP; settings.lr is SGD's scale: x0.01 (0.1 -> MAMP's 1e-3)
-        optimizer = dict(MAMP_OPTIMIZER, lr=settings.lr * MAMP_OPTIMIZER["lr"] / core_default(PretrainConfig, "lr"))
+        optimizer = dict(MAMP_OPTIMIZER, lr=settings.lr * MAMP_OPTIMIZER["lr"] / core_default(PretrainConfig, "lr"),
+                         mamp=MAMPConfig() if settings.encoder == "small" else MAMPConfig.paper())  # encoder size
     return PretrainConfig(epochs=settings.epochs, milestones=settings.schedule(), batch_size=settings.batch_size,
                           **{"lr": settings.lr, **optimizer}, seed=settings.seed, device=settings.device,
                           model=AGCNConfig.small() if settings.encoder == "small" else AGCNConfig(),
