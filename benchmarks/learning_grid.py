@@ -61,23 +61,24 @@ def _cell_row(results: list[dict]) -> dict:
     row = {"method": cell["method"], "representation": cell["representation"], "views": cell["views"],
            "seeds": len(results)}
 
-    def stat(values):
+    def stat(values, precision=3):
         values = np.array(values, dtype=float)
-        return format_mean_std(float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else None, 3)
+        return format_mean_std(float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else None,
+                               precision)
 
     for key, label in (("retrieval_cartesian", "retrieval"), ("spread_cartesian", "spread"),
                        ("knn_cartesian", "k-NN monitor")):
         init = [r["health"][corpus]["init"][key] for r in results]
         final = [r["health"][corpus]["final"][key] for r in results]
         row[f"{label} init -> final"] = f"{stat(init)} -> {stat(final)}"
-    row["loss epoch 1 -> last"] = (f"{stat([r['history'][0]['loss'] for r in results])} -> "
-                                  f"{stat([r['history'][-1]['loss'] for r in results])}")
+    row["loss epoch 1 -> last"] = (f"{stat([r['history'][0]['loss'] for r in results], 2)} -> "
+                                  f"{stat([r['history'][-1]['loss'] for r in results], 2)}")
     for task in ("emotion4", "style15"):
         for encoder in ("pretrained", "random init"):
             suffix = " (cartesian)" if f"{encoder} (cartesian), linear (z)" in results[0]["tasks"][task] else ""
             for probe in ("linear (z)", "k-NN"):
                 values = [r["tasks"][task][f"{encoder}{suffix}, {probe}"]["balanced"] for r in results]
-                row[f"{task} {encoder} {probe} bal. %"] = stat(values).replace(".000", "")
+                row[f"{task} {encoder} {probe} bal. %"] = stat(values, 1)
     return row
 
 
