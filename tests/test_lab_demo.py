@@ -51,3 +51,13 @@ def test_an_output_folder_not_written_by_cagelib_is_refused(tmp_path):
     with pytest.raises(FileExistsError, match="not written by cagelib"):
         prepare_output(tmp_path)
     assert (tmp_path / "mine.txt").read_text() == "keep me"
+
+
+def test_the_table_shows_a_row_missing_on_one_task_as_a_dash():
+    from cagelib.lab.comparison import comparison_table
+
+    cell = {"top1": 50.0, "balanced": 40.0, "clip_top1": 30.0}
+    report = {"seeds": {"0": {"tasks": {"emotion4": {"pretrained, linear": cell, "supervised (from scratch)": cell},
+                                        "walkstyle7": {"pretrained, linear": cell}}}}}
+    table = comparison_table(report)
+    assert "| supervised (from scratch) | 50.0 | 40.0 | 30.0 | - | - | - |" in table

@@ -150,8 +150,12 @@ def run_seed(config: ComparisonConfig, seed: int) -> dict:
 
 
 def _seed_job(args) -> dict:
+    """``run_seed`` in a worker; its result is also saved at once (``seed<s>/result.json``), so a failure
+    after it (another seed, the table) loses no finished seed."""
     config, seed = args
-    return run_seed(config, seed)
+    result = run_seed(config, seed)
+    atomic_write_json(Path(config.out) / f"seed{seed}" / "result.json", result)
+    return result
 
 
 MARKER = ".cagelib-output"  # written into every folder this module fills: a later run may replace it
@@ -194,11 +198,15 @@ def comparison_table(report: dict) -> str:
     """Markdown: a row per (encoder, probe), columns task x (top-1, balanced, clip); mean +- std over seeds."""
     per_seed = list(report["seeds"].values())
     tasks = list(per_seed[0]["tasks"])
+    names = list(dict.fromkeys(row for task in tasks for row in per_seed[0]["tasks"][task]))  # first-seen order
     rows = []
-    for row in per_seed[0]["tasks"][tasks[0]]:
+    for row in names:
         line = {"encoder, probe": row}
         for task in tasks:
             for key, label in METRICS:
+                if row not in per_seed[0]["tasks"][task]:  # e.g. no supervised reference on this task
+                    line[f"{task} {label} %"] = "-"
+                    continue
                 values = np.array([seed["tasks"][task][row][key] for seed in per_seed])
                 std = float(values.std(ddof=1)) if len(values) > 1 else None
                 line[f"{task} {label} %"] = format_mean_std(float(values.mean()), std, precision=1)
