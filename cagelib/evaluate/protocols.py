@@ -269,7 +269,8 @@ def knn_eval(encoder: nn.Module | None, train_x, train_y, test_x, test_y, k: int
 
 def evaluate_folds(encoder: nn.Module, task, folds, protocol: str, config: EvalConfig, fraction: float = 1.0,
                    k: int = 10, on_fold: Callable[[], None] | None = None) -> list[EvalResult]:
-    """``protocol`` (one of ``FOLD_PROTOCOLS``) on ``encoder`` over ``folds`` ``[(train, test), ...]`` of
+    """``protocol`` (one of ``FOLD_PROTOCOLS``) on ``encoder`` (None for linear and k-NN when ``task.x``
+    holds features ``(n, F)`` extracted already) over ``folds`` ``[(train, test), ...]`` of
     ``task`` (``x``, ``y``, ``groups``: the clip of each window, ``label_names``; e.g.
     ``cagelib.data.tasks.GaitTask``): one ``EvalResult`` per fold, with the clip-level accuracy. ``fraction``: the semi-supervised
     label fraction; ``k``: the k-NN neighbours; ``on_fold()`` runs after every fold (progress bars)."""

@@ -42,7 +42,7 @@ from ..data.tasks import TaskConfig, embedded_set, gait_task, task_family
 from ..evaluate.handcrafted import gait_features, handcrafted_probe
 from ..evaluate.metrics import majority_result, prediction_result
 from ..evaluate.features import extract_features, make_input_transform
-from ..evaluate.protocols import EvalConfig, knn_eval, linear_eval
+from ..evaluate.protocols import EvalConfig, evaluate_folds
 from ..evaluate.supervised import SupervisedConfig, supervised_reference
 from ..methods.encoders import AGCN
 from ..pretrain.config import build_model
@@ -78,18 +78,15 @@ class ComparisonConfig:
 
 def _probe_rows(name: str, encoder, task, folds, seed: int, stream: str) -> dict:
     """Linear (raw and z-scored features) and k-NN of one encoder: row name -> per-fold EvalResults.
-    Features are extracted once for all folds (eval mode: the same as per fold)."""
+    Features are extracted once for all folds (eval mode: the same as per fold), then the shared fold loop
+    (``evaluate_folds``) runs on them."""
     linear = EvalConfig.paper("linear", seed=seed, device="cpu", input_transform=stream)
     features = extract_features(encoder, task.x, linear.eval_batch_size, "cpu", make_input_transform(stream))  # (n, F)
-    rows = {f"{name}, linear": [], f"{name}, linear (z)": [], f"{name}, k-NN": []}
-    for train, test in folds:
-        args = (None, features[train], task.y[train], features[test], task.y[test])
-        kw = dict(label_names=task.label_names, test_groups=task.groups[test])
-        rows[f"{name}, linear"].append(linear_eval(*args, config=linear, train_groups=task.groups[train], **kw))
-        rows[f"{name}, linear (z)"].append(linear_eval(*args, config=replace(linear, standardize_features=True),
-                                                       train_groups=task.groups[train], **kw))
-        rows[f"{name}, k-NN"].append(knn_eval(*args, k=10, config=replace(linear, protocol="knn"), **kw))
-    return rows
+    on_features = replace(task, x=features)
+    return {f"{name}, linear": evaluate_folds(None, on_features, folds, "linear", linear),
+            f"{name}, linear (z)": evaluate_folds(None, on_features, folds, "linear",
+                                                  replace(linear, standardize_features=True)),
+            f"{name}, k-NN": evaluate_folds(None, on_features, folds, "knn", replace(linear, protocol="knn"))}
 
 
 def _reference_rows(config: ComparisonConfig, task, folds, seed: int, model_config) -> dict:
