@@ -15,7 +15,8 @@ TINY = AGCNConfig.small(widths=(32, 64), strides=(1, 2))
 
 
 def test_the_paper_methods_are_registered():
-    assert available_methods() == ("geclr", "hsmb", "asmb", "csmb", "c3l", "cage", "spherical", "spherical_acl", "mamp")
+    assert available_methods() == (
+        "geclr", "hsmb", "asmb", "csmb", "c3l", "cage", "spherical", "spherical_acl", "mamp", "aimclr")
     with pytest.raises(ValueError, match="registered already"):
         register("cage", lambda config: None)
 

@@ -37,6 +37,7 @@ import torch
 
 from ..atomic import atomic_write_json
 from ..data.tasks import CORPORA, EmotionTask, TaskConfig, emotion_data
+from ..methods.aimclr import AimCLRConfig
 from ..methods.cage import PRESETS, ContrastConfig
 from ..methods.encoders import AGCNConfig
 from ..methods.mamp import PAPER_OPTIMIZER as MAMP_OPTIMIZER
@@ -177,6 +178,8 @@ def pretrain_config(settings: RunSettings, run_dir: str | os.PathLike, progress:
     if settings.method == "mamp":  # AdamW as MAMP; settings.lr is SGD's scale: x0.01 (0.1 -> MAMP's 1e-3)
         optimizer = dict(MAMP_OPTIMIZER, lr=settings.lr * MAMP_OPTIMIZER["lr"] / core_default(PretrainConfig, "lr"),
                          mamp=MAMPConfig() if settings.encoder == "small" else MAMPConfig.paper())  # encoder size
+    if settings.method == "aimclr":  # nearest-neighbours mining from half the run, as AimCLR's 150 of 300 epochs
+        optimizer = dict(aimclr=AimCLRConfig(mining_epoch=settings.epochs // 2))
     return PretrainConfig(epochs=settings.epochs, milestones=settings.schedule(), batch_size=settings.batch_size,
                           **{"lr": settings.lr, **optimizer}, seed=settings.seed, device=settings.device,
                           model=AGCNConfig.small() if settings.encoder == "small" else AGCNConfig(),

@@ -193,6 +193,10 @@ class AGCN(nn.Module):
         self.out_dim = widths[-1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.feature_map(x))  # (N, T, V, C) -> (N, out_dim)
+
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        """The last unit's output before pooling: ``(N, T, V, C) -> (N, out_dim, T', V)``."""
         if x.dim() != 4 or x.shape[2] != self.config.num_joints or x.shape[3] != self.config.in_channels:
             raise ValueError(f"AGCN expects (N, T, {self.config.num_joints}, {self.config.in_channels}) "
                              f"input, got {tuple(x.shape)}")
@@ -202,8 +206,11 @@ class AGCN(nn.Module):
         x = x.reshape(n, v, c, t).permute(0, 2, 3, 1).contiguous()  # (N, C, T, V)
         for unit in self.units:
             x = unit(x)  # (N, C_l, T_l, V)
-        x = x.mean(dim=(2, 3))  # (N, out_dim) global average pool over time and joints
-        return self.dropout(x)
+        return x
+
+    def pool(self, feature_map: torch.Tensor) -> torch.Tensor:
+        """Global average pool over time and joints, then dropout: ``(N, C, T', V) -> (N, C)``."""
+        return self.dropout(feature_map.mean(dim=(2, 3)))
 
 
 class ProjectionHead(nn.Module):

@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 from torch import nn
 
+from .aimclr import AimCLR
 from .cage import CAGE, PEER_METHODS, PRESETS
 from .encoders import AGCN
 from .mamp import MAMP
@@ -66,3 +67,11 @@ def _mamp(config) -> MAMP:
 
 
 register("mamp", _mamp)
+
+
+def _aimclr(config) -> AimCLR:
+    """AimCLR (Guo et al., AAAI 2022): MoCo with extreme views, attention-guided drop, D3M loss and mining."""
+    return AimCLR(config.aimclr, config.contrast, lambda: AGCN(config.model), representation=config.representation)
+
+
+register("aimclr", _aimclr)

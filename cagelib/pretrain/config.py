@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from ..methods.aimclr import PAPER_SCHEDULE as AIMCLR_SCHEDULE
+from ..methods.aimclr import AimCLRConfig
 from ..methods.cage import PRESETS, ContrastConfig
 from ..methods.encoders import AGCNConfig
 from ..methods.mamp import PAPER_OPTIMIZER as MAMP_OPTIMIZER
@@ -29,9 +31,12 @@ OPTIMIZERS = ("sgd", "adamw")  # PretrainConfig.optimizer
 def paper_schedule(method: str) -> tuple[int, tuple[int, ...]]:
     """The paper's ``(epochs, lr milestones)``: 300 epochs (x0.1 at 150, 250) for the two-stream methods
     (CAGE, C3L: "difficult to converge", more epochs), 200 (x0.1 at 100, 160) for the single-stream ones
-    (GE-CLR and the ACL ablations). MAMP: 400 epochs (its cosine schedule is not the loop's: no milestones)."""
+    (GE-CLR and the ACL ablations). MAMP: 400 epochs (its cosine schedule is not the loop's: no milestones).
+    AimCLR: 300 epochs, x0.1 at 250 (its code's NTU configs)."""
     if method == "mamp":
         return 400, ()
+    if method == "aimclr":
+        return AIMCLR_SCHEDULE
     two_stream = len(PRESETS.get(method, {}).get("streams", ())) == 2
     return (300, (150, 250)) if two_stream else (200, (100, 160))
 
@@ -51,6 +56,7 @@ class PretrainConfig:
     model: AGCNConfig = field(default_factory=AGCNConfig.small)  # encoder (paper: AGCNConfig())
     contrast: ContrastConfig = field(default_factory=ContrastConfig)  # method (paper: ContrastConfig.preset("cage"))
     mamp: MAMPConfig = field(default_factory=MAMPConfig)  # MAMP's model and masking, used when contrast.method == "mamp"
+    aimclr: AimCLRConfig = field(default_factory=AimCLRConfig)  # AimCLR's views, EADM and mining (method "aimclr")
     run_dir: str = "outputs/pretrain"  # where config, metrics and checkpoint go
     checkpoint_every: int = 1  # write checkpoint.pt every this many epochs (and after the last)
     progress: bool = True  # show a tqdm progress bar
@@ -66,6 +72,8 @@ class PretrainConfig:
             self.contrast = ContrastConfig.from_dict(self.contrast)
         if isinstance(self.mamp, dict):
             self.mamp = MAMPConfig.from_dict(self.mamp)
+        if isinstance(self.aimclr, dict):
+            self.aimclr = AimCLRConfig.from_dict(self.aimclr)
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"PretrainConfig: optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if isinstance(self.fast, dict):
@@ -84,6 +92,8 @@ class PretrainConfig:
         MAMP: its paper model (``MAMPConfig.paper()``) and AdamW lr 1e-3, weight decay 0.05."""
         epochs, milestones = paper_schedule(method)
         peer = dict(mamp=MAMPConfig.paper(), **MAMP_OPTIMIZER) if method == "mamp" else {}
+        if method == "aimclr":  # its code's mining epoch (150 of 300)
+            peer = dict(aimclr=AimCLRConfig.paper())
         base = cls(epochs=epochs, milestones=milestones, model=AGCNConfig(),
                    contrast=ContrastConfig.preset(method), run_dir=f"outputs/{method}", **peer)
         return replace(base, **overrides)

@@ -45,7 +45,7 @@ from ..methods.encoders import AGCNConfig
 from .checkpoint import CHECKPOINT, METRICS, save_checkpoint, write_config, write_metrics
 from .config import PretrainConfig, PretrainResult
 from .fast import FastConfig
-from .loop import epoch_metrics, make_optimization, make_step, prepare_run, run_epoch
+from .loop import announce_epoch, epoch_metrics, make_optimization, make_step, prepare_run, run_epoch
 
 BN_MODES = ("sync", "torch_sync", "local")
 
@@ -288,6 +288,7 @@ def pretrain_distributed(config: PretrainConfig, x, info: DistInfo | None = None
 
     for epoch in range(start, config.epochs):
         began, lr = time.perf_counter(), optimizer.param_groups[0]["lr"]
+        announce_epoch(model, epoch)
         sums = run_epoch(step_fn, data, config, epoch, generator, query_ids=local_ids)
         scheduler.step()
         # the epoch's one collective outside the steps: average this process's epoch means over processes

@@ -44,7 +44,7 @@ from .health import HealthMonitor
 HEALTH_INIT = "health_init.json"  # the health metrics before training (epoch 0)
 
 __all__ = ["PretrainConfig", "PretrainResult", "build_model", "pretrain", "train_step", "epoch_seed", "prepare_run",
-           "make_step", "run_epoch", "make_optimization", "epoch_metrics"]
+           "make_step", "run_epoch", "make_optimization", "epoch_metrics", "announce_epoch"]
 
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: torch.Tensor,
@@ -97,6 +97,7 @@ def pretrain(config: PretrainConfig, x, run_dir: str | os.PathLike | None = None
     step_fn = make_step(model, optimizer, config, device)
     for epoch in range(start, config.epochs):
         began, lr = time.perf_counter(), optimizer.param_groups[0]["lr"]
+        announce_epoch(model, epoch)
         sums = run_epoch(step_fn, data, config, epoch, generator, on_step=bar.update if bar is not None else None)
         scheduler.step()
         metrics = epoch_metrics(sums, steps, epoch, lr, began, run_dir)
@@ -114,6 +115,13 @@ def pretrain(config: PretrainConfig, x, run_dir: str | os.PathLike | None = None
     if bar is not None:
         bar.close()
     return PretrainResult(run_dir=run_dir, history=history, model=model, health_init=health_init)
+
+
+def announce_epoch(model: nn.Module, epoch: int) -> None:
+    """Tell a method that has ``set_epoch(epoch)`` (AimCLR: its mining start) the 0-based epoch about to run;
+    other methods are untouched. Called before every epoch, also the first one of a resumed run."""
+    if hasattr(model, "set_epoch"):
+        model.set_epoch(epoch)
 
 
 def _identity_views(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
