@@ -12,11 +12,12 @@ from cagelib.methods.registry import available_methods, build_method, register
 from cagelib.pretrain.config import PretrainConfig, build_model
 
 TINY = AGCNConfig.small(widths=(32, 64), strides=(1, 2))
+OWN_STREAMS = {"crossclr": {"joint", "motion", "bone"}}  # peers naming their streams
 
 
 def test_the_paper_methods_are_registered():
     assert available_methods() == (
-        "geclr", "hsmb", "asmb", "csmb", "c3l", "cage", "spherical", "spherical_acl", "mamp", "aimclr")
+        "geclr", "hsmb", "asmb", "csmb", "c3l", "cage", "spherical", "spherical_acl", "mamp", "aimclr", "crossclr")
     with pytest.raises(ValueError, match="registered already"):
         register("cage", lambda config: None)
 
@@ -29,9 +30,10 @@ def test_every_method_builds_steps_and_exposes_encoders(name):
     out = method(x, torch.Generator().manual_seed(0), torch.arange(8))
     assert out["loss"].dim() == 0 and torch.isfinite(out["loss"]) and out["loss"].requires_grad
     encoders = method.encoders()
-    assert set(encoders) == set(config.contrast.streams) and encoders
-    for encoder in encoders.values():
-        assert encoder.eval()(x).shape == (8, encoder.out_dim)
+    assert set(encoders) == OWN_STREAMS.get(name, set(config.contrast.streams)) and encoders
+    for stream, encoder in encoders.items():  # each on its own input (stream_input: e.g. bone vectors)
+        inputs = method.stream_input(x, stream) if hasattr(method, "stream_input") else x
+        assert encoder.eval()(inputs).shape == (8, encoder.out_dim)
 
 
 def test_an_unknown_method_is_refused():

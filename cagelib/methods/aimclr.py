@@ -46,9 +46,9 @@ flip, noise and blur keep zero padding zero (``augment.valid_lengths``); empty b
 a sample's own are masked (``losses.MemoryBank``, as CAGE) instead of a random initial queue; L_D3M is reported
 as a KL divergence (code: the cross-entropy, which has the same gradient and exceeds the KL by the target's
 entropy); mining applies in every step with a tensor flag (``set_epoch``; no branch, no host sync), the mined
-loss equals InfoNCE while mining is off; ``mining_epoch`` is 0-based, mining from index 150 on (code: from index
-151 on, ``epoch <= mining_epoch`` trains without it); the extreme view's features come from the same encoder pass
-with and without EADM (as the code) and go through the head in one batch.
+loss equals InfoNCE while mining is off (``mining_epoch`` is 0-based: 150 mines from the 151st epoch on, as the
+code's 1-based ``epoch <= mining_epoch`` test); the extreme view's features come from one encoder pass with and
+without EADM (as the code) and go through the head in one batch.
 """
 from __future__ import annotations
 

@@ -22,6 +22,7 @@ from torch import nn
 
 from .aimclr import AimCLR
 from .cage import CAGE, PEER_METHODS, PRESETS
+from .crossclr import CrossCLR
 from .encoders import AGCN
 from .mamp import MAMP
 
@@ -75,3 +76,12 @@ def _aimclr(config) -> AimCLR:
 
 
 register("aimclr", _aimclr)
+
+
+def _crossclr(config) -> CrossCLR:
+    """3s-CrosSCLR (Li et al., CVPR 2021): joint, motion and bone MoCo streams with cross-view knowledge mining."""
+    return CrossCLR(config.crossclr, config.contrast, lambda: AGCN(config.model), representation=config.representation,
+                    epochs=config.epochs)
+
+
+register("crossclr", _crossclr)
