@@ -1,4 +1,4 @@
-"""Features of a frozen encoder: input transforms, the two-stream encoder, batched extraction, k-NN.
+"""Features of a frozen encoder: input transforms, the two-stream and stream encoders, batched extraction, k-NN.
 
 Everything here takes explicit arguments (no config object) so that notebooks can reuse the pieces.
 Inputs are skeleton sequences ``(N, T, V, C)`` or, after the encoder, features ``(N, F)``.
@@ -7,6 +7,7 @@ inputs (``as_float_tensor``), encoder weights and features (``extract_features``
 """
 from __future__ import annotations
 
+import copy
 from typing import Callable
 
 import numpy as np
@@ -50,6 +51,40 @@ class TwoStreamEncoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = spherical_coordinates(x, phi_mode=self.phi_mode)  # (N, T, V, 3) r, theta, phi
         return torch.cat([self.cartesian(x), self.spherical(s)], dim=1)  # (N, F_c + F_s)
+
+
+class StreamEncoder(nn.Module):
+    """One stream of a pretraining method as an encoder of Cartesian windows: ``(N, T, V, 3) -> (N, F)``.
+
+    The stream's encoder (``method.encoders()[stream]``) sees what it saw in pretraining: the method's
+    ``stream_input(x, stream)`` (spherical coordinates, bone vectors, motion, ...) when the method has one,
+    else the windows as they are. Pass it wherever an encoder is expected, with ``input_transform="cartesian"``.
+    ``copy.deepcopy`` (finetuning) copies the encoder only; the input transform is a stateless function of
+    the method's configuration and is shared.
+    """
+
+    def __init__(self, method: nn.Module, stream: str | None = None):
+        super().__init__()
+        streams = method.encoders()
+        stream = next(iter(streams)) if stream is None else stream
+        if stream not in streams:
+            raise ValueError(f"StreamEncoder: the method has streams {list(streams)}, not {stream!r}")
+        self.stream, self.encoder = stream, streams[stream]
+        self._input = getattr(method, "stream_input", None)
+        if hasattr(self.encoder, "out_dim"):
+            self.out_dim = self.encoder.out_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(self._input(x, self.stream) if self._input is not None else x)  # (N, F)
+
+    def __deepcopy__(self, memo: dict) -> "StreamEncoder":
+        clone = self.__class__.__new__(self.__class__)
+        nn.Module.__init__(clone)
+        clone.stream, clone._input = self.stream, self._input
+        clone.encoder = copy.deepcopy(self.encoder, memo)
+        if hasattr(self, "out_dim"):
+            clone.out_dim = self.out_dim
+        return clone.train(self.training)
 
 
 def first_nonfinite_row(t: torch.Tensor) -> int | None:

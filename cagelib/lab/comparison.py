@@ -41,7 +41,7 @@ from ..atomic import atomic_write_json, atomic_write_text
 from ..data.tasks import TaskConfig, embedded_set, gait_task, task_family
 from ..evaluate.handcrafted import gait_features, handcrafted_probe
 from ..evaluate.metrics import majority_result, prediction_result
-from ..evaluate.features import extract_features, make_input_transform
+from ..evaluate.features import StreamEncoder, extract_features
 from ..evaluate.protocols import EvalConfig, evaluate_folds
 from ..evaluate.supervised import SupervisedConfig, supervised_reference
 from ..methods.encoders import AGCN
@@ -76,12 +76,12 @@ class ComparisonConfig:
                           pretrain_stride=s.window, max_pretrain_windows=s.max_pretrain_windows or None)
 
 
-def _probe_rows(name: str, encoder, task, folds, seed: int, stream: str) -> dict:
-    """Linear (raw and z-scored features) and k-NN of one encoder: row name -> per-fold EvalResults.
-    Features are extracted once for all folds (eval mode: the same as per fold), then the shared fold loop
-    (``evaluate_folds``) runs on them."""
-    linear = EvalConfig.paper("linear", seed=seed, device="cpu", input_transform=stream)
-    features = extract_features(encoder, task.x, linear.eval_batch_size, "cpu", make_input_transform(stream))  # (n, F)
+def _probe_rows(name: str, encoder, task, folds, seed: int) -> dict:
+    """Linear (raw and z-scored features) and k-NN of one encoder of Cartesian windows (a ``StreamEncoder``):
+    row name -> per-fold EvalResults. Features are extracted once for all folds (eval mode: the same as per
+    fold), then the shared fold loop (``evaluate_folds``) runs on them."""
+    linear = EvalConfig.paper("linear", seed=seed, device="cpu")
+    features = extract_features(encoder, task.x, linear.eval_batch_size, "cpu")  # (n, F)
     on_features = replace(task, x=features)
     return {f"{name}, linear": evaluate_folds(None, on_features, folds, "linear", linear),
             f"{name}, linear (z)": evaluate_folds(None, on_features, folds, "linear",
@@ -114,16 +114,22 @@ def _fold_means(results) -> dict:
     return {key: float(np.mean([getattr(r, key) for r in results])) for key, _ in METRICS}
 
 
+def corpus_groups(tasks, gs) -> list[list[str]]:
+    """``tasks`` grouped by their pretraining corpus: the tasks of one family share one corpus (the clips
+    outside the family), so one pretraining serves them all (emotion4 and style15: one group)."""
+    by_corpus: dict[str, list[str]] = {}
+    for task in tasks:
+        by_corpus.setdefault(str(sorted(task_family(task, gs).tolist())), []).append(task)
+    return list(by_corpus.values())
+
+
 def run_seed(config: ComparisonConfig, seed: int) -> dict:
     """Everything of one seed: ``{"tasks": {task: {row: fold means}}, "health": ..., "seconds": ...}``."""
     torch.set_num_threads(1)
     started, out = time.time(), {"tasks": {}, "health": {}, "pretrain_seconds": {}}
     gs = embedded_set()
     settings = replace(config.settings, seed=seed)
-    by_corpus: dict[str, list[str]] = {}
-    for task in config.tasks:  # tasks of one family share one corpus, so one pretraining
-        by_corpus.setdefault(str(sorted(task_family(task, gs).tolist())), []).append(task)
-    for tasks in by_corpus.values():
+    for tasks in corpus_groups(config.tasks, gs):
         built = {t: gait_task(config.task_config(t), gs) for t in tasks}
         first = built[tasks[0]]
         pcfg = pretrain_config(settings, Path(config.out) / f"seed{seed}" / f"pretrain_{'+'.join(tasks)}",
@@ -136,10 +142,11 @@ def run_seed(config: ComparisonConfig, seed: int) -> dict:
         for name, task in built.items():
             folds = task.folds(config.folds, config.repeats, seed)
             rows = {}
-            for stream in pcfg.contrast.streams:
-                suffix = f" ({stream})" if len(pcfg.contrast.streams) > 1 else ""
+            streams = list(result.model.encoders())
+            for stream in streams:
+                suffix = f" ({stream})" if len(streams) > 1 else ""
                 for label, model in (("pretrained", result.model), ("random init", random_init)):
-                    rows.update(_probe_rows(label + suffix, model.encoders()[stream].eval(), task, folds, seed, stream))
+                    rows.update(_probe_rows(label + suffix, StreamEncoder(model, stream).eval(), task, folds, seed))
             rows.update(_reference_rows(config, task, folds, seed, pcfg.model))
             out["tasks"][name] = {row: _fold_means(results) for row, results in rows.items()}
     out["seconds"] = time.time() - started

@@ -1,0 +1,334 @@
+"""The peers side by side: every pretraining method on the same data, split, encoder budget and probes.
+
+    python -m cagelib.lab.peers                        # the methods below x 3 seeds, emotion4 + style15
+    python -m cagelib.lab.peers --methods geclr mamp --seeds 0
+    python -m cagelib.lab.peers --list                 # the cells, and which are done
+    make peers                                         # the same as the first line
+
+One cell is one (method, seed): the demo's CPU pretraining (``cagelib.lab.demo.DemoConfig``: 8 epochs of
+1,024 corpus windows of 48 frames, queue 512, key momentum 0.99, the method's own optimiser) on the clips
+outside the tasks' family, then on each task, over the same clip-grouped folds (drawn with the seed), four
+probes of the method's first stream (``StreamEncoder``: the stream's encoder on its own input, e.g. bone
+vectors):
+
+==============  ========================================================================================
+probe           what it is
+==============  ========================================================================================
+linear          the paper's linear protocol on the frozen encoder (SGD lr 30, 100 epochs, raw features)
+linear (z)      the same on features z-scored with the training side's statistics
+k-NN            cosine k-NN (k = 10) on raw features
+finetune        the encoder plus a linear layer, all trained with labels: Adam lr 1e-3 for
+                ``finetune_epochs`` (CPU budget; the paper: 20 epochs, lr 0.001)
+==============  ========================================================================================
+
+A "controls" cell per seed holds the rows every method is read against: the A-GCN at random init (its
+"finetune" column is the same encoder trained from scratch with the same recipe: the supervised model at
+the same budget), the 62 hand-crafted gait features with a logistic regression, and the majority class.
+Methods whose first encoder is not an A-GCN (MAMP's transformer, ...) add a "random init" row of their own
+encoder (linear, linear (z), k-NN).
+
+Each cell's JSON is written when it finishes (``--results``, committed), so an interrupted grid continues
+where it stopped; a cell whose settings changed is run again. Cells run seed by seed (every method of seed
+0 first), in ``--workers`` processes of one torch thread. ``table.md`` is rebuilt from the cells present:
+balanced accuracy (mean per-class recall over windows), clip accuracy (majority vote of a clip's windows),
+and per method the pretraining cost and training health, mean +- std over seeds of each seed's fold mean.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field, replace
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..atomic import atomic_write_json, atomic_write_text
+from ..data.tasks import embedded_set, gait_task
+from ..evaluate.features import StreamEncoder, extract_features
+from ..evaluate.protocols import EvalConfig, evaluate_folds
+from ..methods.encoders import AGCN
+from ..methods.registry import available_methods
+from ..pretrain.config import build_model
+from ..pretrain.loop import pretrain
+from .comparison import METRICS, ComparisonConfig, _fold_means, _reference_rows, corpus_groups
+from .demo import DemoConfig
+from .settings import health_labels, pretrain_config, repo_root
+from .tables import format_mean_std, results_table
+
+# The CAGE family's two ends (GE-CLR: the best on this data; CAGE: the paper's full method) and every peer.
+DEFAULT_METHODS = ("geclr", "cage", "aimclr", "crossclr", "isc", "mamp", "cage_mamp")
+PROBES = ("linear", "linear (z)", "k-NN", "finetune")
+CONTROLS = "controls"  # the cell name of a seed's reference rows
+
+
+def registered(methods) -> tuple:
+    """Those of ``methods`` that are registered (``cagelib.methods.registry``), in their order."""
+    return tuple(m for m in methods if m in available_methods())
+
+
+@dataclass
+class PeerGridConfig:
+    methods: tuple = field(default_factory=lambda: registered(DEFAULT_METHODS))  # registered methods
+    seeds: tuple = (0, 1, 2)  # one pretraining and one fold draw per seed
+    tasks: tuple = ("emotion4", "style15")  # labelled tasks of one family (one pretraining corpus)
+    epochs: int = DemoConfig.epochs  # pretraining epochs (the demo's)
+    pretrain_windows: int = DemoConfig.max_pretrain_windows  # seeded subset of the corpus (the demo's)
+    folds: int = 4  # clip-grouped folds
+    finetune_epochs: int = 5  # finetune epochs (Adam lr 1e-3; paper: 20 epochs at lr 0.001)
+    workers: int = 2  # parallel cell processes, one torch thread each
+    results: str = "benchmarks/results/peers"  # one JSON per cell and table.md (committed)
+    runs: str = "outputs/peers"  # the pretraining run folders (not committed)
+
+    def __post_init__(self) -> None:
+        self.methods, self.seeds, self.tasks = tuple(self.methods), tuple(self.seeds), tuple(self.tasks)
+        unknown = set(self.methods) - set(available_methods())
+        if unknown:
+            raise ValueError(f"PeerGridConfig: unknown methods {sorted(unknown)}; registered: {available_methods()}")
+        if self.epochs < 1 or self.finetune_epochs < 1 or not 2 <= self.folds <= 7 or self.workers < 1:
+            raise ValueError("PeerGridConfig: need epochs >= 1, finetune_epochs >= 1, folds in 2..7, workers >= 1")
+
+    def demo(self, method: str) -> DemoConfig:
+        """The demo's pretraining and task windows for ``method``."""
+        return DemoConfig(method=method, epochs=self.epochs, tasks=self.tasks, folds=self.folds,
+                          max_pretrain_windows=self.pretrain_windows)
+
+    def cell_key(self, method: str) -> dict:
+        """What a cell's result depends on: a saved cell with another key is run again."""
+        settings = self.demo("geclr" if method == CONTROLS else method).settings()  # controls: the A-GCN, windows
+        return {"tasks": list(self.tasks), "folds": self.folds, "finetune_epochs": self.finetune_epochs,
+                "pretrain": json.loads(json.dumps(pretrain_config(settings, "").to_dict()))}
+
+
+def _finetune_config(config: PeerGridConfig, seed: int) -> EvalConfig:
+    return EvalConfig.paper("finetune", optimizer="adam", lr=1e-3, epochs=config.finetune_epochs, milestones=(),
+                            seed=seed, device="cpu")
+
+
+def _probes(encoder, task, folds, seed: int, finetune: EvalConfig | None) -> dict:
+    """Probe name -> fold means of one encoder of Cartesian windows; ``finetune`` None: no finetune probe."""
+    linear = EvalConfig.paper("linear", seed=seed, device="cpu")
+    features = extract_features(encoder.eval(), task.x, linear.eval_batch_size, "cpu")  # (n, F)
+    on_features = replace(task, x=features)
+    out = {"linear": evaluate_folds(None, on_features, folds, "linear", linear),
+           "linear (z)": evaluate_folds(None, on_features, folds, "linear", replace(linear, standardize_features=True)),
+           "k-NN": evaluate_folds(None, on_features, folds, "knn", replace(linear, protocol="knn"))}
+    if finetune is not None:
+        out["finetune"] = evaluate_folds(encoder, task, folds, "finetune", finetune)
+    return {probe: _fold_means(results) for probe, results in out.items()}
+
+
+def run_cell(config: PeerGridConfig, method: str, seed: int) -> dict:
+    """One cell: ``{"rows": {row: {task: {probe: {top1, balanced, clip_top1}}}}, ...}`` (module docstring)."""
+    torch.set_num_threads(1)
+    started = time.time()
+    gs = embedded_set()
+    demo = config.demo(method if method != CONTROLS else "geclr")
+    groups = corpus_groups(config.tasks, gs)
+    if len(groups) != 1:
+        raise ValueError(f"peers: the tasks {config.tasks} need {len(groups)} pretraining corpora; use tasks of one family")
+    built = {t: gait_task(ComparisonConfig(settings=demo.settings()).task_config(t), gs) for t in config.tasks}
+    folds = {t: task.folds(config.folds, 1, seed) for t, task in built.items()}
+    pcfg = pretrain_config(replace(demo.settings(), seed=seed), Path(config.runs) / f"{method}-s{seed}", progress=False)
+    finetune = _finetune_config(config, seed)
+    cell = {"method": method, "seed": seed, "key": config.cell_key(method), "rows": {}, "torch": torch.__version__}
+    if method == CONTROLS:
+        encoder = StreamEncoder(build_model(pcfg))  # the A-GCN at the seed's initialisation
+        for name, task in built.items():
+            rows = {"random init (A-GCN)": _probes(encoder, task, folds[name], seed, finetune)}
+            for row, results in _reference_rows(replace(ComparisonConfig(), supervised_epochs=0), task, folds[name],
+                                                seed, pcfg.model).items():
+                rows[row] = {probe: _fold_means(results) for probe in PROBES}  # one result for every column
+            for row, probes in rows.items():
+                cell["rows"].setdefault(row, {})[name] = probes
+        cell["seconds"] = time.time() - started
+        return cell
+    random_init = build_model(pcfg)
+    first = built[config.tasks[0]]
+    shutil.rmtree(pcfg.run_dir, ignore_errors=True)  # an interrupted cell starts again
+    t0 = time.time()
+    result = pretrain(pcfg, first.pretrain_x, pcfg.run_dir, health_labels=health_labels(first))
+    cell["pretrain_seconds"] = time.time() - t0
+    cell["steps"] = pcfg.epochs * (len(first.pretrain_x) // pcfg.batch_size)
+    cell["health"] = {"init": result.health_init, "final": result.history[-1]}
+    pretrained, initial = StreamEncoder(result.model), StreamEncoder(random_init)
+    cell["stream"], cell["encoder"] = pretrained.stream, type(pretrained.encoder).__name__
+    for name, task in built.items():
+        cell["rows"].setdefault(method, {})[name] = _probes(pretrained, task, folds[name], seed, finetune)
+        if not isinstance(initial.encoder, AGCN):  # the A-GCN's random init is the controls' row
+            row = f"random init ({cell['encoder']}, {method}'s)"
+            cell["rows"].setdefault(row, {})[name] = _probes(initial, task, folds[name], seed, None)
+    cell["seconds"] = time.time() - started
+    return cell
+
+
+def cell_path(config: PeerGridConfig, method: str, seed: int) -> Path:
+    return Path(config.results) / "cells" / f"{method}-s{seed}.json"
+
+
+def _done(config: PeerGridConfig, method: str, seed: int) -> bool:
+    path = cell_path(config, method, seed)
+    return path.is_file() and json.loads(path.read_text()).get("key") == config.cell_key(method)
+
+
+def _cell_job(args) -> tuple[str, int, float]:
+    config, method, seed = args
+    cell = run_cell(config, method, seed)
+    atomic_write_json(cell_path(config, method, seed), cell)
+    return method, seed, cell["seconds"]
+
+
+def cells(config: PeerGridConfig) -> list[tuple[str, int]]:
+    """Every cell of the grid, seed by seed."""
+    return [(method, seed) for seed in config.seeds for method in (CONTROLS, *config.methods)]
+
+
+def run_grid(config: PeerGridConfig, log=print) -> str:
+    """Run the cells not done yet, then write and return the table."""
+    todo = [(config, m, s) for m, s in cells(config) if not _done(config, m, s)]
+    log(f"peers: {len(cells(config)) - len(todo)} cells done, {len(todo)} to run in {config.workers} processes")
+    if config.workers > 1 and len(todo) > 1:
+        with ProcessPoolExecutor(min(config.workers, len(todo)), mp_context=get_context("spawn")) as pool:
+            for future in as_completed([pool.submit(_cell_job, job) for job in todo]):
+                method, seed, seconds = future.result()
+                log(f"  {method}, seed {seed}: {seconds:.0f} s")
+    else:
+        for job in todo:
+            method, seed, seconds = _cell_job(job)
+            log(f"  {method}, seed {seed}: {seconds:.0f} s")
+    return write_table(config)
+
+
+def load_cells(config: PeerGridConfig) -> list[dict]:
+    """The saved cells of ``config`` with its current settings."""
+    return [json.loads(cell_path(config, m, s).read_text()) for m, s in cells(config) if _done(config, m, s)]
+
+
+def _stat(values, scale: float = 1.0, precision: int = 1) -> str:
+    values = [v * scale for v in values if v is not None]
+    if not values:
+        return "-"
+    return format_mean_std(float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else None,
+                           precision=precision)
+
+
+def accuracy_table(loaded: list[dict], tasks, metric: str) -> str:
+    """A row per method then per control, columns task x probe: ``metric`` in %, mean +- std over seeds."""
+    by_row: dict[str, list[dict]] = {}
+    methods_first = sorted(loaded, key=lambda cell: cell["method"] == CONTROLS)  # stable: the grid's order
+    for cell in methods_first:
+        for row, per_task in cell["rows"].items():
+            by_row.setdefault(row, []).append(per_task)
+    lines = []
+    for row, seeds in by_row.items():
+        line = {"method": row, "seeds": len(seeds)}
+        for task in tasks:
+            for probe in PROBES:
+                line[f"{task} {probe}"] = _stat([s[task][probe][metric] for s in seeds if probe in s.get(task, {})])
+        lines.append(line)
+    return results_table(lines)
+
+
+def cost_table(loaded: list[dict]) -> str:
+    """Per method: pretraining seconds and ms/step (one thread), and the first stream's health before ->
+    after pretraining (retrieval of the matching view among fixed windows; k-NN on fold 0's training side;
+    MAMP's reconstruction error)."""
+    by_method: dict[str, list[dict]] = {}
+    for cell in loaded:
+        if cell["method"] != CONTROLS:
+            by_method.setdefault(cell["method"], []).append(cell)
+    lines = []
+    for method, seeds in by_method.items():
+        stream = seeds[0]["stream"]
+        line = {"method": method, "encoder": f"{seeds[0]['encoder']} ({stream})",
+                "pretrain s": _stat([s["pretrain_seconds"] for s in seeds], precision=0),
+                "ms/step": _stat([1000 * s["pretrain_seconds"] / s["steps"] for s in seeds], precision=0)}
+        for key in ("retrieval", "knn", "reconstruction"):
+            name = key if key == "reconstruction" else f"{key}_{stream}"
+            init = [s["health"]["init"].get(name) for s in seeds if s["health"]["init"]]
+            final = [s["health"]["final"].get(name) for s in seeds]
+            line[key] = "-" if None in init + final or not final else \
+                f"{np.mean(init):.3f} -> {np.mean(final):.3f}"
+        lines.append(line)
+    return results_table(lines)
+
+
+def write_table(config: PeerGridConfig) -> str:
+    loaded = load_cells(config)
+    missing = [f"{m}-s{s}" for m, s in cells(config) if not _done(config, m, s)]
+    text = f"""# The peers side by side
+
+Generated by `python -m cagelib.lab.peers` ({command_line(config)}) from {len(loaded)} cell files in
+`{config.results}/cells/`; torch {loaded[0]['torch'] if loaded else '-'}, CPU, one torch thread per cell.
+{"Missing cells: " + ", ".join(missing) + "." if missing else "Every cell of the grid is here."}
+
+Pretraining: the demo's ({config.epochs} epochs, {config.pretrain_windows:,} corpus windows of 48 frames, no clip of the
+tasks' family). Probes on each method's first stream over {config.folds} clip-grouped folds per seed; finetune:
+Adam lr 1e-3, {config.finetune_epochs} epochs. Cells: mean +- std over seeds of the seed's fold mean, in %.
+The reference rows (hand-crafted features, majority class) do not depend on the probe: their one result is
+repeated in every column.
+
+## Balanced accuracy (mean per-class recall over windows)
+
+{accuracy_table(loaded, config.tasks, "balanced") if loaded else "(no cell yet)"}
+
+## Clip accuracy (one vote per clip: the majority of its windows)
+
+{accuracy_table(loaded, config.tasks, "clip_top1") if loaded else "(no cell yet)"}
+
+## Cost and training health (first stream; before -> after pretraining, mean over seeds)
+
+{cost_table(loaded) if loaded else "(no cell yet)"}
+"""
+    atomic_write_text(Path(config.results) / "table.md", text)
+    return text
+
+
+def command_line(config: PeerGridConfig) -> str:
+    default, args = PeerGridConfig(), []
+    for name in ("methods", "seeds", "epochs", "pretrain_windows", "folds", "finetune_epochs"):
+        value = getattr(config, name)
+        if value != getattr(default, name):
+            shown = " ".join(map(str, value)) if isinstance(value, tuple) else value
+            args.append(f"--{name.replace('_', '-')} {shown}")
+    return " ".join(args) or "defaults"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m cagelib.lab.peers", description=__doc__.split("\n")[0])
+    p.add_argument("--methods", nargs="+", help=f"registered methods (default: {' '.join(DEFAULT_METHODS)})")
+    p.add_argument("--seeds", type=int, nargs="+")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--pretrain-windows", type=int, dest="pretrain_windows")
+    p.add_argument("--folds", type=int)
+    p.add_argument("--finetune-epochs", type=int, dest="finetune_epochs")
+    p.add_argument("--workers", type=int)
+    p.add_argument("--results", help="cell JSON and table.md (default: benchmarks/results/peers)")
+    p.add_argument("--runs", help="pretraining run folders (default: outputs/peers)")
+    p.add_argument("--list", action="store_true", help="print the cells and which are done, then exit")
+    a = p.parse_args(argv)
+    given = {k: (tuple(v) if isinstance(v, list) else v) for k, v in vars(a).items() if k != "list" and v is not None}
+    root = repo_root()
+    given.setdefault("results", str(root / PeerGridConfig.results))
+    given.setdefault("runs", str(root / PeerGridConfig.runs))
+    try:
+        config = PeerGridConfig(**given)
+    except ValueError as err:
+        p.error(str(err))
+    if a.list:
+        for method, seed in cells(config):
+            print(f"{method}, seed {seed}: {'done' if _done(config, method, seed) else 'to run'}")
+        return 0
+    started = time.time()
+    print(run_grid(config))
+    print(f"({time.time() - started:.0f} s; table: {Path(config.results) / 'table.md'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
