@@ -35,8 +35,7 @@ def test_stream_encoder_feeds_the_stream_its_own_input_and_copies_only_the_encod
 
 def test_a_tiny_grid_writes_cells_and_one_table_and_continues(tmp_path):
     config = PeerGridConfig(methods=("geclr",), seeds=(0,), tasks=("emotion4",), epochs=1, pretrain_windows=64, folds=2,
-                            finetune_epochs=1,
-                            workers=1, results=str(tmp_path / "results"), runs=str(tmp_path / "runs"))
+                            finetune_epochs=1, workers=1, results=str(tmp_path / "results"), runs=str(tmp_path / "runs"))
     assert cells(config) == [(CONTROLS, 0), ("geclr", 0)]
     text = run_grid(config, log=lambda *_: None)
     for method in (CONTROLS, "geclr"):
