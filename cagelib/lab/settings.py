@@ -40,6 +40,8 @@ from ..data.tasks import CORPORA, EmotionTask, TaskConfig, emotion_data
 from ..methods.aimclr import AimCLRConfig
 from ..methods.cage import PRESETS, ContrastConfig
 from ..methods.encoders import AGCNConfig
+from ..methods.isc import PAPER_OPTIMIZER as ISC_OPTIMIZER
+from ..methods.isc import ISCConfig
 from ..methods.mamp import PAPER_OPTIMIZER as MAMP_OPTIMIZER
 from ..methods.mamp import MAMPConfig
 from ..methods.registry import available_methods
@@ -180,6 +182,9 @@ def pretrain_config(settings: RunSettings, run_dir: str | os.PathLike, progress:
                          mamp=MAMPConfig() if settings.encoder == "small" else MAMPConfig.paper())  # encoder size
     if settings.method == "aimclr":  # nearest-neighbours mining from half the run, as AimCLR's 150 of 300 epochs
         optimizer = dict(aimclr=AimCLRConfig(mining_epoch=settings.epochs // 2))
+    if settings.method == "isc":  # ISC's SGD lr 0.01: settings.lr is CAGE's scale, x0.1; its bi-GRU by encoder size
+        optimizer = dict(lr=settings.lr * ISC_OPTIMIZER["lr"] / core_default(PretrainConfig, "lr"),
+                         isc=ISCConfig() if settings.encoder == "small" else ISCConfig.paper())
     return PretrainConfig(epochs=settings.epochs, milestones=settings.schedule(), batch_size=settings.batch_size,
                           **{"lr": settings.lr, **optimizer}, seed=settings.seed, device=settings.device,
                           model=AGCNConfig.small() if settings.encoder == "small" else AGCNConfig(),

@@ -6,8 +6,14 @@ A method is an ``nn.Module`` with
   ``(N, T, V, 3)``, drawing its randomness from ``generator``; ``sample_ids`` ``(N,)`` are the dataset
   indices of the rows (or None). The dict holds ``loss`` (a scalar with gradient) and detached metrics
   (``acc``, ``loss_*``); ``cagelib.pretrain`` sums them per epoch.
-- ``encoders() -> dict[str, nn.Module]``: stream name (``"cartesian"``, ``"spherical"``) -> the encoder
-  that evaluation probes, ``(N, T, V, C) -> (N, F)``.
+- ``encoders() -> dict[str, nn.Module]``: stream name (``"cartesian"``, ``"spherical"``; a peer may name its
+  own, e.g. CrosSCLR's ``"joint"``, ``"motion"``, ``"bone"``) -> the encoder that evaluation probes,
+  ``(N, T, V, C) -> (N, F)``; the first stream is the method's main one.
+
+Optional: ``stream_input(x, stream)``, a Cartesian batch as the stream's encoder sees it (spherical
+coordinates, bone vectors, ...; absent: the batch as it is; ``evaluate.features.StreamEncoder``);
+``embed(x, stream)``, the L2-normalised features the loss compares (``pretrain.health``); ``set_epoch(epoch)``,
+called by the loop before every epoch (a phase switch, e.g. CrosSCLR's cross-view training).
 
 A builder takes the pretraining configuration (``cagelib.pretrain.config.PretrainConfig``: it reads
 ``config.contrast``, ``config.model`` and ``config.representation``; a peer method its own field, e.g.
@@ -24,6 +30,7 @@ from .aimclr import AimCLR
 from .cage import CAGE, PEER_METHODS, PRESETS
 from .crossclr import CrossCLR
 from .encoders import AGCN
+from .isc import ISC
 from .mamp import MAMP
 
 Builder = Callable[[Any], nn.Module]
@@ -85,3 +92,11 @@ def _crossclr(config) -> CrossCLR:
 
 
 register("crossclr", _crossclr)
+
+
+def _isc(config) -> ISC:
+    """ISC (Thoker et al., ACM MM 2021): inter-skeleton contrast of an A-GCN and a bi-GRU sequence encoder."""
+    return ISC(config.isc, config.contrast, config.model, representation=config.representation)
+
+
+register("isc", _isc)

@@ -17,6 +17,9 @@ from ..methods.cage import PRESETS, ContrastConfig
 from ..methods.crossclr import PAPER_SCHEDULE as CROSSCLR_SCHEDULE
 from ..methods.crossclr import CrossCLRConfig
 from ..methods.encoders import AGCNConfig
+from ..methods.isc import PAPER_OPTIMIZER as ISC_OPTIMIZER
+from ..methods.isc import PAPER_SCHEDULE as ISC_SCHEDULE
+from ..methods.isc import ISCConfig
 from ..methods.mamp import PAPER_OPTIMIZER as MAMP_OPTIMIZER
 from ..methods.mamp import MAMPConfig
 from ..methods.registry import build_method
@@ -34,14 +37,16 @@ def paper_schedule(method: str) -> tuple[int, tuple[int, ...]]:
     """The paper's ``(epochs, lr milestones)``: 300 epochs (x0.1 at 150, 250) for the two-stream methods
     (CAGE, C3L: "difficult to converge", more epochs), 200 (x0.1 at 100, 160) for the single-stream ones
     (GE-CLR and the ACL ablations). MAMP: 400 epochs (its cosine schedule is not the loop's: no milestones).
-    AimCLR: 300 epochs, x0.1 at 250 (its code's NTU configs). CrosSCLR: 300, x0.1 at 250 (its code's NTU-60
-    config)."""
+    AimCLR: 300 epochs, x0.1 at 250 (its code's NTU configs). CrosSCLR: 300, x0.1 at 250; ISC: 451, x0.1 at 351
+    (their codes' NTU-60 configs)."""
     if method == "mamp":
         return 400, ()
     if method == "aimclr":
         return AIMCLR_SCHEDULE
     if method == "crossclr":
         return CROSSCLR_SCHEDULE
+    if method == "isc":
+        return ISC_SCHEDULE
     two_stream = len(PRESETS.get(method, {}).get("streams", ())) == 2
     return (300, (150, 250)) if two_stream else (200, (100, 160))
 
@@ -63,6 +68,7 @@ class PretrainConfig:
     mamp: MAMPConfig = field(default_factory=MAMPConfig)  # MAMP's model and masking, used when contrast.method == "mamp"
     aimclr: AimCLRConfig = field(default_factory=AimCLRConfig)  # AimCLR's views, EADM and mining (method "aimclr")
     crossclr: CrossCLRConfig = field(default_factory=CrossCLRConfig)  # CrosSCLR's views, mining (method "crossclr")
+    isc: ISCConfig = field(default_factory=ISCConfig)  # ISC's sequence encoder, losses and views (method "isc")
     run_dir: str = "outputs/pretrain"  # where config, metrics and checkpoint go
     checkpoint_every: int = 1  # write checkpoint.pt every this many epochs (and after the last)
     progress: bool = True  # show a tqdm progress bar
@@ -82,6 +88,8 @@ class PretrainConfig:
             self.aimclr = AimCLRConfig.from_dict(self.aimclr)
         if isinstance(self.crossclr, dict):
             self.crossclr = CrossCLRConfig.from_dict(self.crossclr)
+        if isinstance(self.isc, dict):
+            self.isc = ISCConfig.from_dict(self.isc)
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"PretrainConfig: optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if isinstance(self.fast, dict):
@@ -98,13 +106,15 @@ class PretrainConfig:
     def paper(cls, method: str = "cage", **overrides) -> "PretrainConfig":
         """The paper's settings: full A-GCN, batch 32, SGD lr 0.1, the schedule of ``paper_schedule``;
         MAMP: its paper model (``MAMPConfig.paper()``) and AdamW lr 1e-3, weight decay 0.05; the other peers their
-        codes' settings (``<Peer>Config.paper()``; CrosSCLR batch 128)."""
+        codes' settings (``<Peer>Config.paper()``; CrosSCLR batch 128, ISC lr 0.01 and batch 64)."""
         epochs, milestones = paper_schedule(method)
         peer = dict(mamp=MAMPConfig.paper(), **MAMP_OPTIMIZER) if method == "mamp" else {}
         if method == "aimclr":  # its code's mining epoch (150 of 300)
             peer = dict(aimclr=AimCLRConfig.paper())
         if method == "crossclr":  # its code's cross-view start (150 of 300) and batch
             peer = dict(crossclr=CrossCLRConfig.paper(), batch_size=128)
+        if method == "isc":  # its code's bi-GRU, lr 0.01 and batch 64
+            peer = dict(isc=ISCConfig.paper(), **ISC_OPTIMIZER)
         base = cls(epochs=epochs, milestones=milestones, model=AGCNConfig(),
                    contrast=ContrastConfig.preset(method), run_dir=f"outputs/{method}", **peer)
         return replace(base, **overrides)
