@@ -230,3 +230,19 @@ def test_a_short_pretraining_with_health_switches_to_cross_training(tmp_path):
     assert isinstance(result.model, CrossCLR)
     resumed = pretrain(crossclr_config(tmp_path, epochs=3), gaits(n=12, t=16).numpy(), resume=True)
     assert resumed.history[-1]["cross"] == 1.0 and resumed.history[:2] == history
+
+
+def test_the_lab_evaluates_each_stream_on_its_own_input(tmp_path):
+    from cagelib.lab.evaluation import run_encoder
+
+    result = pretrain(crossclr_config(tmp_path, epochs=1), gaits(n=8, t=16).numpy())
+    x = gaits(n=3)
+    encoder, transform, stream = run_encoder(result.run_dir)  # auto: the first stream
+    assert (stream, transform) == ("joint", "cartesian")
+    model = result.model.eval()
+    for name in STREAMS:
+        encoder, transform, _ = run_encoder(result.run_dir, name)
+        expected = model.encoders()[name](model.stream_input(x, name))
+        assert transform == "cartesian" and torch.allclose(encoder(x), expected, atol=1e-5)
+    with pytest.raises(ValueError, match="two-stream"):
+        run_encoder(result.run_dir, "both")

@@ -25,7 +25,8 @@ from tqdm.auto import tqdm
 from ..atomic import atomic_write_json
 from ..data.tasks import emotion_data
 from ..device import resolve_device
-from ..evaluate.features import TwoStreamEncoder, extract_features, make_input_transform
+from ..evaluate.features import (INPUT_TRANSFORMS, StreamEncoder, TwoStreamEncoder, extract_features,
+                                 make_input_transform)
 from ..evaluate.metrics import MAJORITY, aggregate_seeds, majority_result
 from ..evaluate.protocols import FOLD_PROTOCOLS, EvalConfig, evaluate_folds
 from ..pretrain.checkpoint import load_pretrained
@@ -90,24 +91,28 @@ class EvalSettings:
 
 def run_encoder(run_dir: str | os.PathLike, stream: str = "auto", random_init: bool = False):
     """``(encoder, input_transform, stream)`` of a run: the pretrained query encoder of ``stream``
-    (``both``: Cartesian and Spherical features concatenated, fed Cartesian input), in eval mode.
+    (``both``: Cartesian and Spherical features concatenated, fed Cartesian input), in eval mode. A peer's own
+    stream (CrosSCLR's ``bone``, ISC's ``sequence``, ...) comes as a ``StreamEncoder`` of Cartesian input
+    (``auto``: ``cartesian`` if trained, else the method's first stream).
     ``random_init``: the same encoder at its initialisation (the run's seed), before pretraining."""
     run_dir = resolve_path(run_dir)
     if random_init:
         model = build_model(PretrainConfig.from_dict(json.loads((run_dir / "config.json").read_text())))
     else:
         model = load_pretrained(run_dir)
-    streams = tuple(model.config.streams)
+    streams = tuple(model.encoders())  # CAGE: config.streams; a peer: its own stream names
     if stream == "auto":
         stream = "cartesian" if "cartesian" in streams else streams[0]
     if stream == "both":
-        if len(streams) < 2:
+        if not {"cartesian", "spherical"} <= set(streams):
             raise ValueError(f"{run_dir}: stream='both' needs a two-stream run (c3l, cage), this one has {streams}")
         encoders = model.encoders()
         encoder = TwoStreamEncoder(encoders["cartesian"], encoders["spherical"], model.config.phi_mode)
         return encoder.eval(), "cartesian", stream
     if stream not in streams:
         raise ValueError(f"{run_dir}: the run has no {stream!r} encoder (streams: {streams})")
+    if stream not in INPUT_TRANSFORMS:  # a peer's own stream: its encoder on its own input (stream_input)
+        return StreamEncoder(model, stream).eval(), "cartesian", stream
     return model.encoders()[stream].eval(), stream, stream
 
 def protocol_runs(settings: EvalSettings) -> list[tuple[str, str, float]]:
