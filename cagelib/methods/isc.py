@@ -43,9 +43,10 @@ Hyperparameters (code NTU-60 settings vs the CPU defaults here):
     losses                inter only                          inter_weight 1, intra_weight 0
     ====================  ==================================  ======================================
 
-Evaluation: ``encoders()`` gives both query encoders, ``graph`` and ``sequence``; both take the Cartesian
-window as it is (no ``stream_input``). The paper evaluates each on its own (code: ``--finetune-skeleton-
-representation``; its headline numbers: the sequence encoder and the graph encoder in separate rows).
+Evaluation: ``encoders()`` gives both query encoders, ``graph`` (first: the A-GCN every other method is probed
+with) and ``sequence``; both take the Cartesian window as it is (no ``stream_input``). The code evaluates one
+encoder at a time (``--finetune-skeleton-representation``; its README's example: the sequence encoder), so both
+are worth probing; there is no concatenated protocol.
 
 Deviations: 16 joints, one person (code: 25 joints x 2 persons, 150 values per frame); A-GCN of cagelib; the GRU
 runs over the whole window in one call and its feature is the last layer's final hidden state of both
