@@ -10,7 +10,7 @@ STAMP := $(VENV)/.cagelib-installed
 TORCH ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
 
-.PHONY: setup demo test lab reproduce bench strip clean-outputs data
+.PHONY: setup demo test browser-test lab reproduce bench strip clean-outputs data
 
 setup: $(STAMP)
 
@@ -26,6 +26,18 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest
+
+# Every notebook run in JupyterLab in headless Chromium (tests/browser; `make test` skips it): installs
+# Debian's chromium package when $(CHROMIUM) is missing and the `browser` extra (Playwright, which drives
+# that Chromium: no browser download). ~7 min on 2 cores; screenshots in outputs/browser/<notebook>/.
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+browser-test: setup
+	@test -x $(CHROMIUM) || { $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium; }
+	@test -x $(CHROMIUM) || { echo "browser-test: no Chromium at $(CHROMIUM); install it or pass CHROMIUM=<path>"; exit 1; }
+	@$(PY) -c "import playwright" 2>/dev/null || $(PY) -m pip install -q -e ".[browser]"
+	CAGELIB_BROWSER_TEST=1 CAGELIB_CHROMIUM=$(CHROMIUM) OMP_NUM_THREADS=1 $(PY) -m pytest -rP tests/browser
 
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks/
