@@ -26,6 +26,7 @@ from .skeleton_plots import (VIEWS, bone_segments, draw_skeleton, follow_root_tr
                              sequence_length, set_limits, skeleton_limits)
 
 ENDED_MODES = ("hold", "hide")
+GRID_STEP = 0.5  # metres between the grid lines of a 3-D panel (which has no tick labels)
 SampleFn = Callable[[int], tuple[Sequence[np.ndarray], Sequence[str]]]
 
 
@@ -55,6 +56,7 @@ class SkeletonRenderer:
                  panel_size: float = 3.0, dpi: int = 80, elev: float = 15.0, azim: float = -70.0):
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
+        from matplotlib.ticker import MultipleLocator
 
         if view not in VIEWS or ended not in ENDED_MODES:
             raise ValueError(f"view must be one of {VIEWS} and ended one of {ENDED_MODES}, got {view!r}, {ended!r}")
@@ -80,10 +82,22 @@ class SkeletonRenderer:
             ax = new_axes(view, self.figure, (rows, cols, i + 1), elev=elev, azim=azim)
             artists = draw_skeleton(ax, seq[0], view)
             set_limits(ax, lim, view)
-            if view == "3d":
+            if view == "3d":  # no tick labels (they crowd a small panel): grid lines every GRID_STEP m instead
                 for axis in (ax.xaxis, ax.yaxis, ax.zaxis):
+                    axis.set_major_locator(MultipleLocator(GRID_STEP))
                     axis.set_ticklabels([])
+                ax.set_box_aspect((1, 1, 1), zoom=1.15)  # the cube fills its panel (default: ~60 % of it)
+            else:
+                h, v = (("x" if view == "front" else "z"), "y")
+                ax.set_xlabel(f"{h}{' (root-relative)' if follow_root else ''} (m)", fontsize=9)
+                ax.set_ylabel(f"{v}, up (m)", fontsize=9)
+                ax.tick_params(labelsize=8)
             self.panels.append(artists)
+        if view == "3d":
+            self.figure.subplots_adjust(left=0.0, right=1.0, bottom=0.06, top=0.9, wspace=0.0, hspace=0.3)
+            self.figure.text(0.5, 0.01, f"grid lines every {GRID_STEP:g} m"
+                             + (" (root-relative: the camera follows the walker)" if follow_root else ""),
+                             ha="center", va="bottom", fontsize=9, color="0.3")
         self.frame_index = -1
         self.update(0)
 
@@ -113,10 +127,17 @@ class SkeletonRenderer:
         return buf.getvalue()
 
 
-def render_frame(sequences, titles: Sequence[str] | None = None, frame_index: int = 0, **kwargs):
-    """Several skeletons ``[(T_i, 16, 3)]`` side by side at ``frame_index``: a new matplotlib Figure.
-    ``kwargs`` go to :class:`SkeletonRenderer` (view, shared_limits, follow_root, ended, ...)."""
-    return SkeletonRenderer(sequences, titles, **kwargs).update(frame_index)
+def render_frame(sequences, titles: Sequence[str] | None = None, frame_index: int = 0, title: str | None = None,
+                 **kwargs):
+    """Several skeletons ``[(T_i, 16, 3)]`` side by side at ``frame_index``: a new matplotlib Figure, with
+    ``title`` above the panels' own titles (room is made for it). ``kwargs`` go to :class:`SkeletonRenderer`
+    (view, shared_limits, follow_root, ended, ...)."""
+    figure = SkeletonRenderer(sequences, titles, **kwargs).update(frame_index)
+    if title:
+        height = figure.get_figheight()  # inches
+        figure.suptitle(title, fontsize=11, y=1 - 0.1 / height, va="top")
+        figure.subplots_adjust(top=figure.subplotpars.top - 0.45 / height)
+    return figure
 
 
 class SkeletonPlayer:
@@ -153,7 +174,10 @@ class SkeletonPlayer:
                                       description="speed", layout=widgets.Layout(width="170px"),
                                       style={"description_width": "initial"})
         self.speed.observe(lambda change: setattr(self.play, "interval", self._interval(change["new"])), "value")
-        self.image = widgets.Image(value=self.frame_png(0), format="png")
+        # At its own pixel size: a VBox stretches its children to the widest one (the controls), which
+        # blew a 240 px single panel up to the notebook's width, blurred and taller than the screen.
+        self.image = widgets.Image(value=self.frame_png(0), format="png",
+                                   layout=widgets.Layout(align_self="flex-start", max_width="100%", height="auto"))
         self.frame_slider.observe(lambda change: self.show(change["new"]), "value")
         controls = [self.play, self.frame_slider, self.speed]
         self.sample_picker = None

@@ -165,8 +165,14 @@ def skeleton_figure(x: np.ndarray, frames: Sequence[int] | None = None, num_fram
         draw_skeleton(ax, x[t], view)
         set_limits(ax, limits, view)
         ax.set_title(f"frame {t}", fontsize=9)
-        if view != "3d":
+        if view != "3d" and i > 0:
             ax.set_axis_off()
+        elif view != "3d":  # the first panel keeps a height scale in metres (the others share its limits)
+            for side in ("top", "right", "bottom"):
+                ax.spines[side].set_visible(False)
+            ax.set_xticks([])
+            ax.set_ylabel("y, up (m)", fontsize=8)
+            ax.tick_params(labelsize=7)
     if title:
         fig.suptitle(title)
     return fig
