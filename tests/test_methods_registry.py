@@ -12,13 +12,14 @@ from cagelib.methods.registry import available_methods, build_method, register
 from cagelib.pretrain.config import PretrainConfig, build_model
 
 TINY = AGCNConfig.small(widths=(32, 64), strides=(1, 2))
-OWN_STREAMS = {"crossclr": {"joint", "motion", "bone"}, "isc": {"graph", "sequence"}}  # peers naming their streams
+OWN_STREAMS = {"crossclr": {"joint", "motion", "bone"}, "isc": {"graph", "sequence"},  # peers naming their streams
+               "cage_mamp": {"cartesian", "spherical"}}  # its base preset's (CAGE's) streams
 
 
 def test_the_paper_methods_are_registered():
     assert available_methods() == (
         "geclr", "hsmb", "asmb", "csmb", "c3l", "cage", "spherical", "spherical_acl", "mamp", "aimclr", "crossclr",
-        "isc")
+        "isc", "cage_mamp")
     with pytest.raises(ValueError, match="registered already"):
         register("cage", lambda config: None)
 

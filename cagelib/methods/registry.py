@@ -28,6 +28,7 @@ from torch import nn
 
 from .aimclr import AimCLR
 from .cage import CAGE, PEER_METHODS, PRESETS
+from .cage_mamp import CAGEMAMP
 from .crossclr import CrossCLR
 from .encoders import AGCN
 from .isc import ISC
@@ -100,3 +101,11 @@ def _isc(config) -> ISC:
 
 
 register("isc", _isc)
+
+
+def _cage_mamp(config) -> CAGEMAMP:
+    """CAGE + MAMP (this workbench's combination): a CAGE preset's loss plus masked motion prediction."""
+    return CAGEMAMP(config.cage_mamp, config.contrast, lambda: AGCN(config.model), representation=config.representation)
+
+
+register("cage_mamp", _cage_mamp)

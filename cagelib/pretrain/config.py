@@ -14,6 +14,7 @@ import torch
 from ..methods.aimclr import PAPER_SCHEDULE as AIMCLR_SCHEDULE
 from ..methods.aimclr import AimCLRConfig
 from ..methods.cage import PRESETS, ContrastConfig
+from ..methods.cage_mamp import MaskedMotionConfig
 from ..methods.crossclr import PAPER_SCHEDULE as CROSSCLR_SCHEDULE
 from ..methods.crossclr import CrossCLRConfig
 from ..methods.encoders import AGCNConfig
@@ -38,7 +39,7 @@ def paper_schedule(method: str) -> tuple[int, tuple[int, ...]]:
     (CAGE, C3L: "difficult to converge", more epochs), 200 (x0.1 at 100, 160) for the single-stream ones
     (GE-CLR and the ACL ablations). MAMP: 400 epochs (its cosine schedule is not the loop's: no milestones).
     AimCLR: 300 epochs, x0.1 at 250 (its code's NTU configs). CrosSCLR: 300, x0.1 at 250; ISC: 451, x0.1 at 351
-    (their codes' NTU-60 configs)."""
+    (their codes' NTU-60 configs). CAGE + MAMP: its base preset's (CAGE's)."""
     if method == "mamp":
         return 400, ()
     if method == "aimclr":
@@ -47,6 +48,8 @@ def paper_schedule(method: str) -> tuple[int, tuple[int, ...]]:
         return CROSSCLR_SCHEDULE
     if method == "isc":
         return ISC_SCHEDULE
+    if method == "cage_mamp":  # its base preset's
+        return paper_schedule(MaskedMotionConfig().base)
     two_stream = len(PRESETS.get(method, {}).get("streams", ())) == 2
     return (300, (150, 250)) if two_stream else (200, (100, 160))
 
@@ -69,6 +72,7 @@ class PretrainConfig:
     aimclr: AimCLRConfig = field(default_factory=AimCLRConfig)  # AimCLR's views, EADM and mining (method "aimclr")
     crossclr: CrossCLRConfig = field(default_factory=CrossCLRConfig)  # CrosSCLR's views, mining (method "crossclr")
     isc: ISCConfig = field(default_factory=ISCConfig)  # ISC's sequence encoder, losses and views (method "isc")
+    cage_mamp: MaskedMotionConfig = field(default_factory=MaskedMotionConfig)  # base preset + masked motion ("cage_mamp")
     run_dir: str = "outputs/pretrain"  # where config, metrics and checkpoint go
     checkpoint_every: int = 1  # write checkpoint.pt every this many epochs (and after the last)
     progress: bool = True  # show a tqdm progress bar
@@ -90,6 +94,8 @@ class PretrainConfig:
             self.crossclr = CrossCLRConfig.from_dict(self.crossclr)
         if isinstance(self.isc, dict):
             self.isc = ISCConfig.from_dict(self.isc)
+        if isinstance(self.cage_mamp, dict):
+            self.cage_mamp = MaskedMotionConfig.from_dict(self.cage_mamp)
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"PretrainConfig: optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if isinstance(self.fast, dict):
