@@ -319,6 +319,13 @@ def test_nan_inputs_or_weights_are_named_not_blamed_on_the_learning_rate():
         knn_eval(encoder, x, torch.arange(6) % 2, x, torch.arange(6) % 2)
 
 
+def test_pretraining_on_a_nan_window_names_it(tmp_path):
+    bad = gaits()
+    bad[5, 3, 2, 1] = np.nan
+    with pytest.raises(NonFiniteError, match=r"^pretrain data: window 5: contains NaN or inf; .*interpolate"):
+        pretrain(tiny_config(tmp_path), bad)
+
+
 def test_a_diverging_fit_says_it_diverged():
     f, y = features(64)
     with pytest.raises(DivergedError, match=r"loss became .* in epoch 1 .*from finite inputs and weights: the fit "

@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 from ..device import resolve_device
 from ..atomic import atomic_write_json
+from ..errors import NonFiniteError
 from .checkpoint import (CHECKPOINT, METRICS, data_fingerprint, load_state_strict, read_checkpoint, save_checkpoint,
                          write_config, write_metrics)
 from .config import PretrainConfig, PretrainResult, build_model
@@ -227,5 +228,7 @@ def _as_data(x, config: PretrainConfig, device: torch.device) -> torch.Tensor:
         raise ValueError(f"pretrain expects Cartesian sequences (N, T, {config.model.num_joints}, 3), "
                          f"got {tuple(data.shape)}")
     if not torch.isfinite(data).all():
-        raise ValueError("pretrain: the data contain NaN or infinite values")
+        window = int((~torch.isfinite(data.reshape(len(data), -1)).all(dim=1)).nonzero()[0, 0])
+        raise NonFiniteError("pretrain data", f"window {window}", "contains NaN or inf",
+                             'drop it, or load the data with nan_policy="interpolate" (cagelib.data.gaps)')
     return data.to(device)
