@@ -74,3 +74,25 @@ def test_cli_lists_a_filtered_grid(capsys):
     assert out.startswith("geclr: seeds [7]") and "cage: seeds [7]" in out and "hsmb" not in out
     with pytest.raises(SystemExit):
         reproduce.main(["--methods", "nope", "--list"])
+
+
+def test_bad_parameters_fail_before_anything_is_written(tmp_path, capsys):
+    from cagelib.errors import ParameterError
+
+    for g in ("small", "paper", "speed"):  # the shipped grids pass the notebooks' own checks
+        reproduce.check_grid(reproduce.make_grid(g), device="cuda", fast=True)
+    grid = reproduce.make_grid("small")
+    grid.seeds = (0, -1)
+    with pytest.raises(ParameterError, match=r"grid 'small', geclr, seed -1: 03_pretrain: parameter 'seed'"):
+        reproduce.run_grid(grid, tmp_path / "out", device="cpu", log=lambda line: None)
+    bad_eval = reproduce.Grid("t", {"geclr": RunSettings(method="geclr")}, seeds=(0,),
+                              evaluation=EvalSettings(linear_epochs=0), tsne=())
+    with pytest.raises(ParameterError, match=r"04_evaluate: parameter 'linear_epochs': must be an integer >= 1"):
+        reproduce.run_grid(bad_eval, tmp_path / "out", device="cpu", log=lambda line: None)
+    assert not (tmp_path / "out").exists()  # nothing written, no notebook executed
+    with pytest.raises(SystemExit):
+        reproduce.main(["--device", "cdua", "--out", str(tmp_path / "cli")])
+    assert "parameter 'device'" in capsys.readouterr().err and not (tmp_path / "cli").exists()
+    with pytest.raises(SystemExit):
+        reproduce.main(["--threads", "-1", "--out", str(tmp_path / "cli")])
+    assert "parameter 'threads'" in capsys.readouterr().err

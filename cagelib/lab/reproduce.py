@@ -20,15 +20,19 @@ notebook (a finished pretraining stays finished: delete its folder to train it a
 from __future__ import annotations
 
 import argparse
+import ast
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import nbformat
 import papermill
 
+from ..errors import ParameterError
 from ..methods.registry import available_methods
 from .evaluation import EvalSettings, collect_results
+from .parameters import check_parameters
 from .runs import load_run
 from .settings import EVALUATION_FILE, RunSettings, read_json, repo_root, resolve_path
 from .tables import summarize_results, write_results
@@ -91,10 +95,61 @@ def _evaluated(run_dir: Path, settings: EvalSettings) -> bool:
                                       device=settings.device) == settings
 
 
+def notebook_defaults(notebook: str) -> dict:
+    """The values of ``notebooks/<notebook>.ipynb``'s parameters cell (one literal per line)."""
+    nb = nbformat.read(repo_root() / "notebooks" / f"{notebook}.ipynb", as_version=4)
+    (cell,) = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    return {node.targets[0].id: ast.literal_eval(node.value) for node in ast.parse(cell.source).body}
+
+
+def _pretrain_parameters(settings: RunSettings, common: dict, run_dir: Path) -> dict:
+    return {**asdict(settings), **common, "milestones": list(settings.milestones), "run_dir": str(run_dir)}
+
+
+def _evaluate_parameters(evaluation: EvalSettings, common: dict, run_dir: Path) -> dict:
+    return {**asdict(evaluation), **common, "protocols": list(evaluation.protocols),
+            "label_fractions": list(evaluation.label_fractions), "run_dir": str(run_dir)}
+
+
+def _tsne_parameters(common: dict, pair: list[Path], root: Path) -> dict:
+    return {**common, "run_dirs": [str(p) for p in pair], "figure_path": str(root / "tsne.png")}
+
+
+def check_grid(grid: Grid, device: str = "auto", notebooks: tuple = NOTEBOOKS, fast: bool = False) -> None:
+    """Check every notebook's parameters at every point of ``grid`` (``cagelib.lab.parameters``, the
+    notebooks' own check) before anything is written or run: a bad seed, device or thread count fails here,
+    naming the point, not hours later in one of the executed notebooks. Raises ``ParameterError``."""
+    root = Path("<out>") / grid.name
+    common = {"device": device, "threads": grid.threads}
+    evaluation = replace(grid.evaluation, device=device)
+    defaults = {n: notebook_defaults(n) for n in notebooks}
+
+    def check(point: str, notebook: str, parameters: dict) -> None:
+        if notebook in notebooks:
+            try:
+                check_parameters(notebook, {**defaults[notebook], **parameters})
+            except ParameterError as err:
+                raise err.located(f"grid {grid.name!r}, {point}") from None
+
+    if not grid.runs or not grid.seeds:
+        raise ParameterError(f"grid {grid.name!r}", "runs" if not grid.runs else "seeds", "is empty")
+    check("data", "01_data", {})
+    for variant, base in grid.runs.items():
+        for seed in grid.seeds:
+            run_dir = root / folder_name(variant, seed)
+            point = f"{variant}, seed {seed!r}"
+            check(point, "03_pretrain", _pretrain_parameters(replace(base, seed=seed, device=device, fast=fast),
+                                                             common, run_dir))
+            check(point, "04_evaluate", _evaluate_parameters(evaluation, common, run_dir))
+    check("t-SNE", "05_tsne", _tsne_parameters(common, [], root))
+
+
 def run_grid(grid: Grid, out: str | Path = "outputs/reproduce", device: str = "auto", force: bool = False,
              notebooks: tuple = NOTEBOOKS, log=print, fast: bool = False) -> tuple[Path, Path, list[str]]:
     """Execute ``grid`` on ``device`` (``fast``: cagelib.pretrain.fast's CUDA step); returns
-    ``(results.csv, results.md, failures)``."""
+    ``(results.csv, results.md, failures)``. Every point's parameters are checked first (``check_grid``):
+    a bad one raises ``ParameterError`` before anything is written."""
+    check_grid(grid, device, notebooks, fast)
     root = resolve_path(out) / grid.name
     evaluation = replace(grid.evaluation, device=device)
     common = {"device": device, "threads": grid.threads}
@@ -122,20 +177,16 @@ def run_grid(grid: Grid, out: str | Path = "outputs/reproduce", device: str = "a
             log(f"{variant}, seed {seed}: {run_dir}")
             pretrained = (run_dir / "checkpoint.pt").is_file() and load_run(run_dir).complete
             if "03_pretrain" in notebooks and (force or not pretrained):
-                params = {**asdict(settings), **common, "milestones": list(settings.milestones),
-                          "run_dir": str(run_dir)}
+                params = _pretrain_parameters(settings, common, run_dir)
                 if not step("03_pretrain", run_dir / "03_pretrain.ipynb", params):
                     continue
             if "04_evaluate" in notebooks and (force or not _evaluated(run_dir, evaluation)):
-                params = {**asdict(evaluation), **common, "protocols": list(evaluation.protocols),
-                          "label_fractions": list(evaluation.label_fractions), "run_dir": str(run_dir)}
-                step("04_evaluate", run_dir / "04_evaluate.ipynb", params)
+                step("04_evaluate", run_dir / "04_evaluate.ipynb", _evaluate_parameters(evaluation, common, run_dir))
     shown = grid.tsne if all(v in grid.runs for v in grid.tsne) else tuple(grid.runs)[:2]
     pair = [run_dirs[v, grid.seeds[0]] for v in shown] if len(shown) == 2 else []
     tsne_done = (root / "05_tsne.ipynb").is_file() and not force
     if "05_tsne" in notebooks and pair and not tsne_done and all((p / "checkpoint.pt").is_file() for p in pair):
-        step("05_tsne", root / "05_tsne.ipynb", {**common, "run_dirs": [str(p) for p in pair],
-                                                 "figure_path": str(root / "tsne.png")})
+        step("05_tsne", root / "05_tsne.ipynb", _tsne_parameters(common, pair, root))
     rows = collect_results(root)
     note = (f"Generated by `python -m cagelib.lab.reproduce --grid {grid.name} --device {device}` from the "
             f"`evaluation.json` of {len(rows)} runs under `{root}`. Evaluation: "
@@ -175,6 +226,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"evaluation: {grid.evaluation}")
         return 0
     notebooks = tuple(n for n in NOTEBOOKS if not (args.no_tsne and n == "05_tsne"))
+    try:
+        check_grid(grid, args.device, notebooks, args.fast)
+    except ParameterError as err:
+        parser.error(str(err))
     started = time.time()
     csv_path, md_path, failures = run_grid(grid, args.out, args.device, args.force, notebooks,
                                                 fast=args.fast)
