@@ -1,5 +1,6 @@
 """The paper's Figure 3 as a notebook widget: pick a gait, see it beside its two augmented views and its
-ambiguity samples (speed-up, speed-down, shear), all playing in sync.
+ambiguity samples (speed-up, speed-down, shear), all playing in sync; the views are those pretraining uses
+(``views``: body by default; crop; the paper's Crop + Joint Jittering).
 
 ``ambiguity_browser(samples, names)`` is ``cagelib.lab.player.SkeletonPlayer`` (play/pause, frame slider,
 speed) with a sample picker and the transform parameters (seed, speed-up rate, speed-down rate, shear
@@ -16,9 +17,10 @@ from typing import Sequence
 import numpy as np
 
 from ..data.tasks import TaskConfig, emotion_data
-from .player import SkeletonPlayer, ambiguity_views
+from ..methods.body_augment import VIEWS as VIEW_TRANSFORMS
+from .player import DEFAULT_VIEWS, SkeletonPlayer, ambiguity_views
 
-PARAMETERS = ("seed", "speed_up_rate", "speed_down_rate", "shear_amplitude", "shear_joint_fraction")
+PARAMETERS = ("views", "seed", "speed_up_rate", "speed_down_rate", "shear_amplitude", "shear_joint_fraction")
 
 
 def emotion_samples(window: int = 48, per_class: int | None = None) -> tuple[list[np.ndarray], list[str]]:
@@ -38,8 +40,10 @@ def emotion_samples(window: int = 48, per_class: int | None = None) -> tuple[lis
 
 def ambiguity_browser(samples: Sequence[np.ndarray], names: Sequence[str] | None = None, seed: int = 0,
                       speed_up_rate: int = 4, speed_down_rate: float = 0.3, shear_amplitude: float = 0.5,
-                      shear_joint_fraction: float = 0.5, fps: float = 30.0, **render_kwargs) -> SkeletonPlayer:
-    """Figure 3 player over ``samples`` (each ``(T, 16, 3)``). ``player.parameters`` holds the transform
+                      shear_joint_fraction: float = 0.5, views: str = DEFAULT_VIEWS, fps: float = 30.0,
+                      **render_kwargs) -> SkeletonPlayer:
+    """Figure 3 player over ``samples`` (each ``(T, 16, 3)``, root-relative windows as pretraining sees them),
+    with the contrastive ``views`` pretraining uses (a widget: body / crop / paper). ``player.parameters`` holds the transform
     widgets by name; ``player.sample_picker`` picks the gait. Panels keep their own axis limits
     (a jittered view can be much larger than the gait)."""
     import ipywidgets as widgets
@@ -52,6 +56,8 @@ def ambiguity_browser(samples: Sequence[np.ndarray], names: Sequence[str] | None
     short = widgets.Layout(width="300px")
     label = {"description_width": "initial"}  # the whole label ("speed down r"), never cut to "speed do..."
     parameters = {
+        "views": widgets.Dropdown(options=VIEW_TRANSFORMS, value=views, description="views",
+                                  layout=widgets.Layout(width="170px"), style=label),
         "seed": widgets.IntText(value=seed, description="seed", layout=widgets.Layout(width="150px"), style=label),
         "speed_up_rate": widgets.Dropdown(options=[2, 4, 8], value=speed_up_rate, description="speed up r",
                                           layout=widgets.Layout(width="190px"), style=label),

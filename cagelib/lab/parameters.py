@@ -80,8 +80,8 @@ NOTEBOOK_PARAMETERS: dict[str, dict[str, Param]] = {
         "example_clip": Str(), "plot_frames": Int(1), "plot_stride": Int(1), "figures_dir": PATH},
     "02_ambiguity_samples": {
         "window": Int(2), "per_class": Int(1, 7), "seed": SEED, "speed_up_rate": Int(choices=(2, 4, 8)),
-        "speed_down_rate": Float(0.05, 1.0), "shear_amplitude": Float(0.0, 1.0), "view": Str(PLOT_VIEWS),
-        "figure_sample": Int(0), "figure_frames": List(int, low=0), "figures_dir": PATH},
+        "speed_down_rate": Float(0.05, 1.0), "shear_amplitude": Float(0.0, 1.0), "views": Str(VIEWS),
+        "view": Str(PLOT_VIEWS), "figure_sample": Int(0), "figure_frames": List(int, low=0), "figures_dir": PATH},
     "03_pretrain": {
         "method": METHOD, "epochs": Int(1), "milestones": List(int, low=1), "batch_size": Int(2),
         "lr": Float(0.0, low_open=True), "momentum": Float(0.0, 1.0), "queue_size": Int(1),

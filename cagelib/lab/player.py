@@ -21,9 +21,15 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from ..methods.augment import Shear, SpeedDown, SpeedUp, contrastive_views, make_generator
+from ..methods.augment import Shear, SpeedDown, SpeedUp, make_generator
+from ..methods.body_augment import BodyFrame, contrastive_views
+from ..methods.cage import ContrastConfig
+from ..representation import DEFAULT_REPRESENTATION
+from .settings import core_default
 from .skeleton_plots import (VIEWS, bone_segments, draw_skeleton, follow_root_track, joint_points, new_axes,
                              sequence_length, set_limits, skeleton_limits)
+
+DEFAULT_VIEWS = core_default(ContrastConfig, "views")  # the contrastive views pretraining uses by default
 
 ENDED_MODES = ("hold", "hide")
 GRID_STEP = 0.5  # metres between the grid lines of a 3-D panel (which has no tick labels)
@@ -226,17 +232,21 @@ class SkeletonPlayer:
 
 
 def ambiguity_views(x: np.ndarray, seed: int = 0, speed_up_rate: int = 4, speed_down_rate: float = 0.3,
-                    shear_amplitude: float = 0.5, shear_joint_fraction: float = 0.5, padding_ratio: int = 6,
-                    jitter_joints: int = 10) -> tuple[list[np.ndarray], list[str]]:
-    """Paper Figure 3: one gait ``(T, 16, 3)`` as the original, two contrastive views (Crop + Joint
-    Jittering), speed-up, speed-down and shear (``cagelib.methods.augment``), all from one seeded generator."""
+                    shear_amplitude: float = 0.5, shear_joint_fraction: float = 0.5, views: str = DEFAULT_VIEWS,
+                    representation: str = DEFAULT_REPRESENTATION) -> tuple[list[np.ndarray], list[str]]:
+    """Paper Figure 3: one gait ``(T, 16, 3)`` in ``representation`` as the original, two contrastive views,
+    speed-up, speed-down and shear, all from one seeded generator. ``views`` (``body_augment.VIEWS``) is the
+    view transform pretraining uses: ``"body"`` (the default: crop, then bounded shear, rotation, scaling and
+    jitter in the body frame), ``"crop"``, or ``"paper"`` (Crop + Joint Jittering, Eq. 1, literal); the shear
+    ambiguity acts in the body frame unless ``views == "paper"``, as in pretraining."""
     batch = torch.as_tensor(np.asarray(x, dtype=np.float32))[None]  # (1, T, 16, 3)
     generator = make_generator(seed)
-    views = contrastive_views(padding_ratio, jitter_joints)
-    transforms = [("view 1 (crop + jitter)", views), ("view 2 (crop + jitter)", views),
+    view = contrastive_views(views, representation)
+    shear = Shear(shear_amplitude, shear_joint_fraction)
+    transforms = [(f"view 1 ({views} views)", view), (f"view 2 ({views} views)", view),
                   (f"speed up r={speed_up_rate}", SpeedUp(speed_up_rate)),
                   (f"speed down r={speed_down_rate:g}", SpeedDown(speed_down_rate)),
-                  (f"shear a={shear_amplitude:g}", Shear(shear_amplitude, shear_joint_fraction))]
+                  (f"shear a={shear_amplitude:g}", shear if views == "paper" else BodyFrame(shear, representation))]
     sequences, titles = [np.asarray(x, dtype=np.float64)], ["original"]
     for title, transform in transforms:
         sequences.append(transform(batch, generator)[0].double().numpy())  # (T, 16, 3)
@@ -245,7 +255,8 @@ def ambiguity_views(x: np.ndarray, seed: int = 0, speed_up_rate: int = 4, speed_
 
 
 def ambiguity_player(x: np.ndarray, seed: int = 0, speed_up_rate: int = 4, speed_down_rate: float = 0.3,
-                     shear_amplitude: float = 0.5, fps: float = 30.0, **render_kwargs) -> SkeletonPlayer:
+                     shear_amplitude: float = 0.5, views: str = DEFAULT_VIEWS, fps: float = 30.0,
+                     **render_kwargs) -> SkeletonPlayer:
     """Figure 3 as a player; seed, speed-up rate, speed-down rate and shear amplitude are widgets.
     Panels have their own limits (a jittered view can be far larger than the original)."""
     import ipywidgets as widgets
@@ -259,11 +270,11 @@ def ambiguity_player(x: np.ndarray, seed: int = 0, speed_up_rate: int = 4, speed
                                                description="shear"),
     }
 
-    def views():
-        return ambiguity_views(x, **{name: w.value for name, w in controls.items()})
+    def panels():
+        return ambiguity_views(x, views=views, **{name: w.value for name, w in controls.items()})
 
     render_kwargs.setdefault("shared_limits", False)
-    player = SkeletonPlayer(*views(), fps=fps, extra_controls=list(controls.values()), **render_kwargs)
+    player = SkeletonPlayer(*panels(), fps=fps, extra_controls=list(controls.values()), **render_kwargs)
     for w in controls.values():
-        w.observe(lambda change: player.load(*views()), "value")
+        w.observe(lambda change: player.load(*panels()), "value")
     return player
