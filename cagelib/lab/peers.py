@@ -58,7 +58,7 @@ from ..pretrain.config import build_model
 from ..pretrain.loop import pretrain
 from .comparison import METRICS, ComparisonConfig, _fold_means, _reference_rows, corpus_groups
 from .demo import DemoConfig
-from .settings import health_labels, pretrain_config, repo_root
+from .settings import RunSettings, health_labels, pretrain_config, repo_root
 from .tables import format_mean_std, results_table
 
 # The CAGE family's two ends (GE-CLR: the best on this data; CAGE: the paper's full method) and every peer.
@@ -81,6 +81,8 @@ class PeerGridConfig:
     pretrain_windows: int = DemoConfig.max_pretrain_windows  # seeded subset of the corpus (the demo's)
     folds: int = 4  # clip-grouped folds
     finetune_epochs: int = 5  # finetune epochs (Adam lr 1e-3; paper: 20 epochs at lr 0.001)
+    fast: bool = False  # pretrain with the fast step (cagelib.pretrain.fast); False: the float32 step on every
+    #                     machine, so that a cell does not depend on the CPU's bf16 support
     workers: int = 2  # parallel cell processes, one torch thread each
     results: str = "benchmarks/results/peers"  # one JSON per cell and table.md (committed)
     runs: str = "outputs/peers"  # the pretraining run folders (not committed)
@@ -98,9 +100,13 @@ class PeerGridConfig:
         return DemoConfig(method=method, epochs=self.epochs, tasks=self.tasks, folds=self.folds,
                           max_pretrain_windows=self.pretrain_windows)
 
+    def settings(self, method: str) -> RunSettings:
+        """The pretraining settings of ``method``'s cells: the demo's, with ``fast``."""
+        return replace(self.demo(method).settings(), fast=self.fast)
+
     def cell_key(self, method: str) -> dict:
         """What a cell's result depends on: a saved cell with another key is run again."""
-        settings = self.demo("geclr" if method == CONTROLS else method).settings()  # controls: the A-GCN, windows
+        settings = self.settings("geclr" if method == CONTROLS else method)  # controls: the A-GCN, windows
         return {"tasks": list(self.tasks), "folds": self.folds, "finetune_epochs": self.finetune_epochs,
                 "pretrain": json.loads(json.dumps(pretrain_config(settings, "").to_dict()))}
 
@@ -128,13 +134,13 @@ def run_cell(config: PeerGridConfig, method: str, seed: int) -> dict:
     torch.set_num_threads(1)
     started = time.time()
     gs = embedded_set()
-    demo = config.demo(method if method != CONTROLS else "geclr")
     groups = corpus_groups(config.tasks, gs)
     if len(groups) != 1:
         raise ValueError(f"peers: the tasks {config.tasks} need {len(groups)} pretraining corpora; use tasks of one family")
-    built = {t: gait_task(ComparisonConfig(settings=demo.settings()).task_config(t), gs) for t in config.tasks}
+    settings = config.settings(method if method != CONTROLS else "geclr")
+    built = {t: gait_task(ComparisonConfig(settings=settings).task_config(t), gs) for t in config.tasks}
     folds = {t: task.folds(config.folds, 1, seed) for t, task in built.items()}
-    pcfg = pretrain_config(replace(demo.settings(), seed=seed), Path(config.runs) / f"{method}-s{seed}", progress=False)
+    pcfg = pretrain_config(replace(settings, seed=seed), Path(config.runs) / f"{method}-s{seed}", progress=False)
     finetune = _finetune_config(config, seed)
     cell = {"method": method, "seed": seed, "key": config.cell_key(method), "rows": {}, "torch": torch.__version__}
     if method == CONTROLS:
