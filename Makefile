@@ -10,7 +10,7 @@ STAMP := $(VENV)/.cagelib-installed
 TORCH ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
 
-.PHONY: setup demo test browser-test lab reproduce bench strip clean-outputs data
+.PHONY: setup demo test browser-test lab reproduce peers bench strip clean-outputs data
 
 setup: $(STAMP)
 
@@ -45,6 +45,10 @@ lab: setup
 # make reproduce ARGS="--grid paper --device cuda --fast" for the paper's grid on a GPU
 reproduce: setup
 	$(PY) -m cagelib.lab.reproduce $(ARGS)
+
+# every pretraining method x 3 seeds on the same split and probes, with the controls (resumable; hours on 2 cores)
+peers: setup
+	$(PY) -m cagelib.lab.peers $(ARGS)
 
 bench: setup
 	$(PY) benchmarks/pretrain_throughput.py

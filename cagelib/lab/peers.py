@@ -302,6 +302,8 @@ def command_line(config: PeerGridConfig) -> str:
         if value != getattr(default, name):
             shown = " ".join(map(str, value)) if isinstance(value, tuple) else value
             args.append(f"--{name.replace('_', '-')} {shown}")
+    if config.fast:
+        args.append("--fast")
     return " ".join(args) or "defaults"
 
 
@@ -313,6 +315,8 @@ def main(argv=None) -> int:
     p.add_argument("--pretrain-windows", type=int, dest="pretrain_windows")
     p.add_argument("--folds", type=int)
     p.add_argument("--finetune-epochs", type=int, dest="finetune_epochs")
+    p.add_argument("--fast", action="store_true", default=None,
+                   help="pretrain with the fast step (cagelib.pretrain.fast; default: the float32 step)")
     p.add_argument("--workers", type=int)
     p.add_argument("--results", help="cell JSON and table.md (default: benchmarks/results/peers)")
     p.add_argument("--runs", help="pretraining run folders (default: outputs/peers)")
