@@ -33,6 +33,7 @@ azimuth; all 0 for a standing root), so the stream keeps the walk's speed and di
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import dataclass, fields
 from typing import Callable
@@ -49,7 +50,7 @@ from .encoders import ProjectionHead
 from .losses import MemoryBank, contrastive_cross_entropy, info_nce, info_nce_logits, positive_accuracy
 
 __all__ = ["ContrastConfig", "CAGE", "stream_coordinates", "MemoryBank", "info_nce", "STREAMS", "BANK_MODES", "CROSS_MODES", "PRESETS",
-           "PEER_METHODS"]
+           "PEER_METHODS", "split_batch_norm", "can_split_batch_norm"]
 
 STREAMS = ("cartesian", "spherical")
 BANK_MODES = ("none", "hybrid", "ambiguity", "cooperation")
@@ -170,6 +171,61 @@ class ContrastBranch(nn.Module):
         return F.normalize(h.float(), dim=1)
 
 
+class _SplitBatchNorm:
+    """Mixin of :func:`split_batch_norm`: in training mode a batch of ``batch_chunks`` equal parts is normalised
+    part by part (each by its own statistics, running statistics updated part after part), i.e. exactly as
+    ``batch_chunks`` separate calls; ``batch_chunks == 1`` or eval mode: the plain batch norm."""
+
+    batch_chunks = 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.batch_chunks > 1 and self.training:
+            plain = super().forward  # (zero-argument super() does not work inside a comprehension)
+            return torch.cat([plain(part) for part in x.chunk(self.batch_chunks)])
+        return super().forward(x)
+
+
+class SplitBatchNorm1d(_SplitBatchNorm, nn.BatchNorm1d):
+    pass
+
+
+class SplitBatchNorm2d(_SplitBatchNorm, nn.BatchNorm2d):
+    pass
+
+
+class SplitBatchNorm3d(_SplitBatchNorm, nn.BatchNorm3d):
+    pass
+
+
+_SPLIT_BATCH_NORMS = {nn.BatchNorm1d: SplitBatchNorm1d, nn.BatchNorm2d: SplitBatchNorm2d,
+                      nn.BatchNorm3d: SplitBatchNorm3d}
+
+
+def can_split_batch_norm(module: nn.Module) -> bool:
+    """Whether every batch norm inside ``module`` is a plain ``nn.BatchNorm1d/2d/3d`` (or already split),
+    the kinds :func:`split_batch_norm` handles (not e.g. a distributed ``GlobalBatchNorm``)."""
+    return all(type(m) in _SPLIT_BATCH_NORMS or isinstance(m, _SplitBatchNorm)
+               for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm))
+
+
+@contextlib.contextmanager
+def split_batch_norm(module: nn.Module, chunks: int):
+    """Inside the block, every batch norm of ``module`` normalises a batch of ``chunks`` equal parts part by
+    part, so one pass over ``torch.cat(parts)`` equals one pass per part (``CAGE.shared_key_pass``). The
+    batch norms become ``SplitBatchNorm*d`` (same parameters, buffers and state-dict keys; plain
+    behaviour outside the block). Needs :func:`can_split_batch_norm`."""
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for norm in norms:
+        if not isinstance(norm, _SplitBatchNorm):
+            norm.__class__ = _SPLIT_BATCH_NORMS[type(norm)]
+        norm.batch_chunks = chunks
+    try:
+        yield module
+    finally:
+        for norm in norms:
+            norm.batch_chunks = 1
+
+
 class CAGE(nn.Module):
     """MoCo-style contrastive model over one or two coordinate streams (see the module docstring).
 
@@ -183,6 +239,12 @@ class CAGE(nn.Module):
     ``cagelib.pretrain.distributed``): maps a per-process tensor to its concatenation over all processes; it is
     applied to keys, their sample ids and ambiguity features before they enter a bank or serve as
     negatives. Default: identity (one process).
+
+    ``shared_key_pass`` (default False, MoCo's one pass per view; ``cagelib.pretrain.fast`` sets it): the key
+    view and the ambiguity view of a stream go through the momentum network in ONE pass, concatenated
+    along the batch, with every batch norm normalising each view by that view's own statistics
+    (:func:`split_batch_norm`), so features and running statistics are those of the two separate passes
+    (same up to float summation order); momentum networks with other batch norms keep separate passes.
     """
 
     def __init__(self, config: ContrastConfig, encoder_factory: Callable[[], nn.Module],
@@ -200,6 +262,7 @@ class CAGE(nn.Module):
                                             speed_up_rate=config.speed_up_rate,
                                             speed_down_rate=config.speed_down_rate)
         self.ambiguity = ambiguity
+        self.shared_key_pass = False  # one momentum pass for the key and ambiguity views (class docstring)
         self.query_nets, self.momentum_nets, self.memory_banks = nn.ModuleDict(), nn.ModuleDict(), nn.ModuleDict()
         for stream in config.streams:
             encoder = encoder_factory()
@@ -274,10 +337,10 @@ class CAGE(nn.Module):
         queries, keys, ambiguity = {}, {}, {}
         for stream in cfg.streams:
             queries[stream] = self.query_nets[stream](self.stream_input(view_query, stream))  # z (N, D)
-            with torch.no_grad():
-                keys[stream] = self.momentum_nets[stream](self.stream_input(view_key, stream))  # z^ (N, D)
-                if view_ambiguity is not None:  # z~ from the momentum encoder, no gradient
-                    ambiguity[stream] = self.momentum_nets[stream](self.stream_input(view_ambiguity, stream))
+            with torch.no_grad():  # z^ (N, D) and z~ (N, D) from the momentum encoder, no gradient
+                keys[stream], z_tilde = self._momentum_features(stream, view_key, view_ambiguity)
+                if z_tilde is not None:
+                    ambiguity[stream] = z_tilde
         # z~ only ever serve as negatives: use every process's (identity on one process)
         ambiguity = {stream: self.gather(z_tilde) for stream, z_tilde in ambiguity.items()}
 
@@ -313,6 +376,21 @@ class CAGE(nn.Module):
         if self.training:  # dequeue-and-enqueue after the loss, as MoCo
             self._enqueue(keys, ambiguity, sample_ids)
         return out
+
+    def _momentum_features(self, stream: str, view_key: torch.Tensor,
+                           view_ambiguity: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(z^, z~)`` of the stream's momentum network, ``(N, D)`` each (``z~`` None without ambiguity view):
+        one pass per view, or one pass over both with per-view batch norm (``shared_key_pass``)."""
+        net = self.momentum_nets[stream]
+        key_input = self.stream_input(view_key, stream)
+        if view_ambiguity is None:
+            return net(key_input), None
+        ambiguity_input = self.stream_input(view_ambiguity, stream)
+        if not (self.shared_key_pass and can_split_batch_norm(net)):
+            return net(key_input), net(ambiguity_input)
+        with split_batch_norm(net, 2):
+            both = net(torch.cat([key_input, ambiguity_input]))  # (2N, D): [keys; ambiguity]
+        return both[: key_input.shape[0]], both[key_input.shape[0]:]
 
     def _cross_loss(self, queries, keys, bank_negatives) -> torch.Tensor:
         """L_C<->S (Eq. 10): the spherical query against the Cartesian key (and the reverse if symmetric).

@@ -224,6 +224,7 @@ class MAMP(nn.Module):
         encoded = self.decoder_embed(self.encoder.transform(seen))  # (N, L_vis, Dd)
         n, length = masked.shape
         full = self.mask_token.expand(n, length, -1)  # (N, L, Dd)
+        encoded = encoded.to(full.dtype)  # under autocast (cagelib.pretrain.fast) the encoder gives bf16
         full = full.scatter(1, visible[..., None].expand(-1, -1, full.shape[2]), encoded)  # visible in place
         tp = length // self.encoder.num_joints
         full = full + (self.decoder_temporal_pos[:tp] + self.decoder_joint_pos).reshape(length, -1)  # (N, L, Dd)

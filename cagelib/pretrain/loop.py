@@ -95,7 +95,7 @@ def pretrain(config: PretrainConfig, x, run_dir: str | os.PathLike | None = None
     if config.progress and start < config.epochs:
         bar = tqdm(total=(config.epochs - start) * steps, desc=f"pretrain {config.contrast.method}")
     model.train()
-    step_fn = make_step(model, optimizer, config, device)
+    step_fn = make_step(model, optimizer, config, device, planned_steps=(config.epochs - start) * steps)
     for epoch in range(start, config.epochs):
         began, lr = time.perf_counter(), optimizer.param_groups[0]["lr"]
         announce_epoch(model, epoch)
@@ -159,10 +159,11 @@ def prepare_run(config: PretrainConfig, x, device: torch.device, run_dir: Path, 
 
 
 def make_step(model: nn.Module, optimizer: torch.optim.Optimizer, config: PretrainConfig,
-              device: torch.device) -> Callable:
-    """``step(batch, generator, ids) -> metrics``: the fast step when ``config.fast`` is set, else ``train_step``."""
+              device: torch.device, planned_steps: int | None = None) -> Callable:
+    """``step(batch, generator, ids) -> metrics``: the fast step when ``config.fast`` is set, else ``train_step``.
+    ``planned_steps``: the steps this run will take (the fast step's automatic compile decision on CPU)."""
     if config.fast is not None:
-        return make_fast_step(model, optimizer, config.fast, device)
+        return make_fast_step(model, optimizer, config.fast, device, planned_steps)
     return functools.partial(train_step, model, optimizer)
 
 
