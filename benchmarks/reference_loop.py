@@ -161,32 +161,53 @@ def make_loader(data: np.ndarray, contrast, batch_size: int, num_workers: int, s
                       generator=generator)
 
 
+class ReferenceTrainer:
+    """The reference loop one step at a time (the benchmark interleaves it with the other paths).
+
+    ``step()`` takes the next batch from the loader (a new epoch, when one ends, restarts the workers as
+    the baselines' non-persistent loaders do), copies it to the device, trains one step and reads the loss
+    with ``.item()``; it returns that loss.
+    """
+
+    def __init__(self, model, optimizer, loader: DataLoader, device: torch.device):
+        self.model, self.optimizer, self.loader, self.device = model, optimizer, loader, device
+        self.feeder = ViewFeeder()
+        model.augment, model.ambiguity = self.feeder.augment, self.feeder.ambiguity
+        model.train()
+        self._batches = None
+
+    def _next(self):
+        if self._batches is not None:
+            try:
+                return next(self._batches)
+            except StopIteration:
+                pass
+        self._batches = iter(self.loader)  # a new epoch: new workers
+        return next(self._batches)
+
+    def step(self) -> float:
+        query, key, tilde, index = self._next()
+        query, key, tilde = (v.float().to(self.device) for v in (query, key, tilde))
+        self.feeder.load(query, key, tilde)
+        out = self.model(query, None, index.to(self.device))
+        self.optimizer.zero_grad()
+        out["loss"].backward()
+        self.optimizer.step()
+        return out["loss"].item()
+
+
 def run_reference(model, optimizer, loader: DataLoader, device: torch.device, steps: int, warmup: int) -> dict:
     """Train ``warmup + steps`` steps the reference way; time the last ``steps`` (data waits included).
 
     Returns ``seconds`` (timed steps), ``warmup_seconds``, ``losses`` (every step's loss, read by
     ``.item()`` as the baselines log it).
     """
-    feeder = ViewFeeder()
-    model.augment, model.ambiguity = feeder.augment, feeder.ambiguity
-    model.train()
-    losses, done, began = [], 0, time.perf_counter()
-    timed_from = None
-    while done < warmup + steps:
-        for query, key, tilde, index in loader:  # a new epoch restarts the workers, as in the baselines
-            if done == warmup:
-                _synchronize(device)
-                timed_from = time.perf_counter()
-            query, key, tilde = (v.float().to(device) for v in (query, key, tilde))
-            feeder.load(query, key, tilde)
-            out = model(query, None, index.to(device))
-            optimizer.zero_grad()
-            out["loss"].backward()
-            optimizer.step()
-            losses.append(out["loss"].item())
-            done += 1
-            if done == warmup + steps:
-                break
+    trainer = ReferenceTrainer(model, optimizer, loader, device)
+    began = time.perf_counter()
+    losses = [trainer.step() for _ in range(warmup)]
+    _synchronize(device)
+    timed_from = time.perf_counter()
+    losses += [trainer.step() for _ in range(steps)]
     _synchronize(device)
     end = time.perf_counter()
     return {"seconds": end - timed_from, "warmup_seconds": timed_from - began, "losses": losses}

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from cagelib.methods import augment
+from cagelib.pretrain.fast import cpu_native_bf16
 from cagelib.data.synthetic import synthetic_gaits
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -79,23 +80,42 @@ def test_dataset_and_view_feeder(padded):
 
 def test_tiny_benchmark_on_cpu_writes_the_report(tmp_path):
     command = [sys.executable, str(REPO_ROOT / "benchmarks" / "pretrain_throughput.py"), "--tiny", "--device", "cpu",
-               "--threads", "1", "--out", str(tmp_path)]
+               "--threads", "1", "--methods", "geclr,mamp", "--out", str(tmp_path)]
     done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "fast / reference throughput" in done.stdout
     report = json.loads((tmp_path / "pretrain_throughput_tiny_cpu.json").read_text())
-    assert report["device_type"] == "cpu" and report["device"]
+    assert report["device_type"] == "cpu" and report["device"] and report["torch"] == torch.__version__
     assert report["flops_per_step"] > 0 and report["bf16_peak_tflops"] is None
-    assert set(report["paths"]) == {"reference", "fast"}
-    for path in report["paths"].values():
-        for field in ("sequences_per_second", "ms_per_step", "peak_memory_bytes", "achieved_tflops"):
-            assert path[field] > 0, field
+    assert report["cpu"]["native_bf16"] == cpu_native_bf16()
+    assert report["matmul"]["fp32_gflops"] > 0 and report["matmul"]["bf16_gflops"] > 0
+    assert len(report["load_average_per_round"]) == report["settings"]["rounds"] == 2
+    assert list(report["paths"]) == ["reference", "eager", "fast"]
+    for name, path in report["paths"].items():
+        for field in ("sequences_per_second", "ms_per_step", "cpu_ms_per_step", "peak_memory_bytes", "achieved_gflops",
+                      "fraction_of_fp32_matmul", "fraction_of_bf16_matmul", "ratio_to_reference", "ratio_to_eager"):
+            assert path[field] > 0, (name, field)
+        assert path["peak_memory_kind"] and len(path["ms_per_step_rounds"]) == 2
         assert np.isfinite(path["mean_loss"]) and path["fraction_of_bf16_peak"] is None
         assert path["sequences_per_second"] == pytest.approx(1000 * report["settings"]["batch_size"] / path["ms_per_step"])
-        assert path["achieved_tflops"] == pytest.approx(report["flops_per_step"] / path["ms_per_step"] / 1e9)
+        assert path["achieved_gflops"] == pytest.approx(report["flops_per_step"] / path["ms_per_step"] / 1e6)
+        assert path["fraction_of_bf16_matmul"] == pytest.approx(path["achieved_gflops"] / report["matmul"]["bf16_gflops"])
+        assert path["loss_dtype"] == "torch.float32"  # losses stay float32 on every path
         projection = path["projection"]
         assert projection["label"].startswith("projection from measured step time")
         assert projection["seconds"] == pytest.approx(300 * projection["steps_per_epoch"] * path["ms_per_step"] / 1000)
-    assert report["paths"]["fast"]["active"] == {k: False for k in report["paths"]["fast"]["active"]}
+    fast, eager = report["paths"]["fast"], report["paths"]["eager"]
+    assert eager["encoder_dtype"] == "torch.float32" and eager["active"] is None
+    assert fast["encoder_dtype"] == ("torch.bfloat16" if cpu_native_bf16() else "torch.float32")  # bf16 inside
+    assert fast["active"]["amp"] == cpu_native_bf16() and fast["active"]["channels_last"]
+    assert not fast["active"]["compile"] and not fast["active"]["cuda_graphs"]  # no compile for a short run
     assert report["ratio_fast_over_reference"] == pytest.approx(
-        report["paths"]["fast"]["sequences_per_second"] / report["paths"]["reference"]["sequences_per_second"])
+        report["paths"]["reference"]["ms_per_step"] / fast["ms_per_step"])
+    assert fast["ratio_to_eager"] == pytest.approx(eager["ms_per_step"] / fast["ms_per_step"])
+    assert report["targets"]["path"] == "fast" and set(report["targets"]) == {
+        "path", "fast_over_eager", "fast_over_reference", "fraction_of_bf16_matmul"}
+    assert set(report["methods"]) == {"geclr", "mamp"}
+    for method, row in report["methods"].items():
+        assert "error" not in row, row
+        assert row["flops_per_step"] > 0 and row["eager_ms_per_step"] > 0 and row["fast_ms_per_step"] > 0
+        assert row["fast_loss_dtype"] == "torch.float32"
