@@ -111,7 +111,8 @@ class RunSettings:
     speed_down_rate: float = core_default(ContrastConfig, "speed_down_rate")  # stretch r * T frames to T
     seed: int = core_default(PretrainConfig, "seed")  # model init, shuffling and augmentation
     device: str = core_default(PretrainConfig, "device")  # "auto" (CUDA if available), "cpu", "cuda:1", ...
-    fast: bool = False  # CUDA only: bf16 autocast, torch.compile, CUDA graphs (cagelib.pretrain.fast); no effect on CPU
+    fast: bool = False  # the fast step, FastConfig() chosen per device and run length (cagelib.pretrain.fast): CPU with
+    #                     native bf16: bf16 + channels-last + fused graph conv, compile only for long runs; CUDA: bf16, compile, CUDA graph
     representation: str = core_default(TaskConfig, "representation")  # what the root joint holds (cagelib.representation)
     views: str = core_default(ContrastConfig, "views")  # contrastive views (cagelib.methods.body_augment.VIEWS)
 
