@@ -28,7 +28,7 @@ registered method (``cagelib.methods.registry``):
   makes later ones in the same environment much cheaper.
 - **shared key pass** (option, off by default): the key view and the ambiguity view of a stream go through
   the momentum network in ONE pass (``CAGE.shared_key_pass``), concatenated along the batch, every batch norm
-  normalising each view by that view's own statistics (``cagelib.methods.cage.split_batch_norm``): the
+  normalising each view by that view's own statistics (``cagelib.methods.split_batch_norm``): the
   same features and running statistics as MoCo's two passes (up to summation order). Plain concatenation
   would normalise keys and ambiguity views with their joint statistics (features differ by up to 0.09 in
   L2-normalised units, and the speed-changed ambiguity views, 3/4 zero frames, would shift the keys'
