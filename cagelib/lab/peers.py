@@ -56,7 +56,7 @@ from ..methods.encoders import AGCN
 from ..methods.registry import available_methods
 from ..pretrain.config import build_model
 from ..pretrain.loop import pretrain
-from .comparison import METRICS, ComparisonConfig, _fold_means, _reference_rows, corpus_groups
+from .comparison import ComparisonConfig, _fold_means, _reference_rows, corpus_groups
 from .demo import DemoConfig
 from .settings import RunSettings, health_labels, pretrain_config, repo_root
 from .tables import format_mean_std, results_table
