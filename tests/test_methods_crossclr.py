@@ -14,8 +14,8 @@ from cagelib.methods.cage import ContrastConfig
 from cagelib.methods.crossclr import STREAMS, CrossCLR, CrossCLRConfig, bone_stream, mine_topk, motion_stream
 from cagelib.methods.encoders import AGCN, AGCNConfig
 from cagelib.methods.registry import available_methods, build_method
-from cagelib.pretrain.config import PretrainConfig, build_model, paper_schedule
-from cagelib.pretrain.loop import make_optimization, pretrain, train_step
+from cagelib.pretrain.config import PretrainConfig, paper_schedule
+from cagelib.pretrain.loop import pretrain, train_step
 from cagelib.skeleton import PARENTS, ROOT
 
 TINY = AGCNConfig.small(widths=(16, 32), strides=(1, 2))

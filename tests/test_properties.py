@@ -14,7 +14,6 @@ from pathlib import Path
 import h5py
 import hypothesis.extra.numpy as hnp
 import numpy as np
-import pytest
 import torch
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
