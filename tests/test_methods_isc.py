@@ -3,7 +3,6 @@ augmentations, as a registered method of the shared loop."""
 from __future__ import annotations
 
 import json
-import math
 
 import numpy as np
 import pytest
@@ -17,18 +16,11 @@ from cagelib.methods.registry import available_methods, build_method
 from cagelib.pretrain.config import PretrainConfig, paper_schedule
 from cagelib.pretrain.loop import pretrain, train_step
 
+from test_methods_cage import gaits  # the shared synthetic walks
+
 TINY = AGCNConfig.small(widths=(16, 32), strides=(1, 2))
 
 
-def gaits(n: int = 8, t: int = 16, seed: int = 1) -> torch.Tensor:
-    """``n`` distinct synthetic walks ``(n, t, 16, 3)``: a shared pose plus per-sample oscillations."""
-    g = torch.Generator().manual_seed(seed)
-    pose = torch.randn(1, 1, 16, 3, generator=g) * 0.3
-    phase = torch.rand(n, 1, 1, 1, generator=g) * 2 * math.pi
-    freq = 0.2 + 0.5 * torch.rand(n, 1, 1, 1, generator=g)
-    amplitude = 0.2 * torch.rand(n, 1, 16, 3, generator=g)
-    frames = torch.arange(t, dtype=torch.float32).view(1, t, 1, 1)
-    return pose + amplitude * torch.sin(freq * frames + phase)
 
 
 def make_model(queue_size: int = 32, momentum: float = 0.99, seed: int = 0, **overrides) -> ISC:

@@ -67,7 +67,7 @@ from .augment import Compose, Crop, Shear, _check, _gather_frames, _randint_belo
 from .body_augment import VIEWS, BodyFrame, _axis_rotation, contrastive_views
 from .cage import ContrastBranch, ContrastConfig, stream_coordinates
 from .encoders import ProjectionHead
-from .losses import MemoryBank, info_nce_logits, positive_accuracy
+from .losses import MemoryBank, info_nce_logits, momentum_update, positive_accuracy
 
 __all__ = ["AimCLRConfig", "AimCLR", "ExtremeAugment", "energy_attention", "attention_drop", "mine_neighbours",
            "d3m_divergence", "spatial_flip", "PAPER_SCHEDULE"]
@@ -287,10 +287,7 @@ class AimCLR(nn.Module):
 
     @torch.no_grad()
     def momentum_update(self) -> None:
-        m = self.contrast.momentum
-        key_params = list(self.momentum_net.parameters())
-        torch._foreach_mul_(key_params, m)
-        torch._foreach_add_(key_params, [p.detach() for p in self.query_net.parameters()], alpha=1.0 - m)
+        momentum_update([self.momentum_net], [self.query_net], self.contrast.momentum)
 
     def extreme_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(z_e, z_ed)``, both ``(N, D)``: the extreme view's projection without and with EADM (one encoder pass)."""

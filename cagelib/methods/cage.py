@@ -46,7 +46,8 @@ from ..representation import DEFAULT_REPRESENTATION, REPRESENTATIONS
 from ..skeleton import ROOT
 from .body_augment import VIEWS, ambiguity_transform, contrastive_views
 from .encoders import ProjectionHead
-from .losses import MemoryBank, contrastive_cross_entropy, info_nce, info_nce_logits, positive_accuracy
+from .losses import (MemoryBank, contrastive_cross_entropy, info_nce, info_nce_logits, momentum_update,
+                     positive_accuracy)
 from .split_batch_norm import can_split_batch_norm, split_batch_norm
 
 __all__ = ["ContrastConfig", "CAGE", "stream_coordinates", "MemoryBank", "info_nce", "STREAMS", "BANK_MODES", "CROSS_MODES", "PRESETS",
@@ -230,11 +231,7 @@ class CAGE(nn.Module):
     @torch.no_grad()
     def momentum_update(self) -> None:
         """theta^ <- m theta^ + (1 - m) theta for every stream, fused over all parameters."""
-        m = self.config.momentum
-        key_params = [p for net in self.momentum_nets.values() for p in net.parameters()]
-        query_params = [p.detach() for net in self.query_nets.values() for p in net.parameters()]
-        torch._foreach_mul_(key_params, m)
-        torch._foreach_add_(key_params, query_params, alpha=1.0 - m)
+        momentum_update(self.momentum_nets.values(), self.query_nets.values(), self.config.momentum)
 
     def stream_input(self, x: torch.Tensor, stream: str) -> torch.Tensor:
         """A Cartesian batch in ``stream``'s coordinates (:func:`stream_coordinates`), same shape."""

@@ -74,7 +74,7 @@ from .augment import Compose, Crop, Shear, valid_lengths
 from .body_augment import VIEWS, BodyFrame, contrastive_views
 from .cage import ContrastBranch, ContrastConfig
 from .encoders import ProjectionHead
-from .losses import MemoryBank, positive_accuracy
+from .losses import MemoryBank, momentum_update, positive_accuracy
 from .mamp import motion
 
 __all__ = ["CrossCLRConfig", "CrossCLR", "STREAMS", "motion_stream", "bone_stream", "parent_index", "mine_topk",
@@ -188,11 +188,7 @@ class CrossCLR(nn.Module):
     @torch.no_grad()
     def momentum_update(self) -> None:
         """theta^ <- m theta^ + (1 - m) theta for every stream, fused over all parameters (as CAGE's)."""
-        m = self.contrast.momentum
-        key_params = [p for net in self.momentum_nets.values() for p in net.parameters()]
-        torch._foreach_mul_(key_params, m)
-        torch._foreach_add_(key_params, [p.detach() for net in self.query_nets.values() for p in net.parameters()],
-                            alpha=1.0 - m)
+        momentum_update(self.momentum_nets.values(), self.query_nets.values(), self.contrast.momentum)
 
     def set_epoch(self, epoch: int) -> None:
         """The 0-based epoch about to run (from the training loop): cross-view training from ``cross_epoch`` on."""

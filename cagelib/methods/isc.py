@@ -71,7 +71,7 @@ from .augment import Shear, _check, _random_joint_mask, _randint_below, _transfo
 from .body_augment import VIEWS, BodyFrame, contrastive_views
 from .cage import ContrastBranch, ContrastConfig
 from .encoders import AGCN, AGCNConfig, ProjectionHead
-from .losses import MemoryBank, contrastive_cross_entropy, info_nce_logits, positive_accuracy
+from .losses import MemoryBank, contrastive_cross_entropy, info_nce_logits, momentum_update, positive_accuracy
 
 __all__ = ["ISCConfig", "ISC", "SequenceEncoder", "ISCViews", "crop_resize", "joint_corruption", "STREAMS",
            "PAPER_SCHEDULE", "PAPER_OPTIMIZER"]
@@ -236,11 +236,7 @@ class ISC(nn.Module):
     @torch.no_grad()
     def momentum_update(self) -> None:
         """theta^ <- m theta^ + (1 - m) theta for both representations, fused over all parameters (as CAGE's)."""
-        m = self.contrast.momentum
-        key_params = [p for net in self.momentum_nets.values() for p in net.parameters()]
-        torch._foreach_mul_(key_params, m)
-        torch._foreach_add_(key_params, [p.detach() for net in self.query_nets.values() for p in net.parameters()],
-                            alpha=1.0 - m)
+        momentum_update(self.momentum_nets.values(), self.query_nets.values(), self.contrast.momentum)
 
     def contrast_logits(self, queries: dict, keys: dict, sample_ids: torch.Tensor | None = None) -> dict:
         """InfoNCE logits ``(N, 1 + K)`` (the positive at 0) by name: ``inter_<s>``, the query of representation

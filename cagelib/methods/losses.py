@@ -142,3 +142,13 @@ class MemoryBank(nn.Module):
 
     def extra_repr(self) -> str:
         return f"size={self.size}, dim={self.dim}"
+
+
+@torch.no_grad()
+def momentum_update(key_nets, query_nets, momentum: float) -> None:
+    """MoCo's key update ``theta^ <- m theta^ + (1 - m) theta`` over paired iterables of modules (the key
+    network of each query network, in the same order), fused over all parameters."""
+    key_params = [p for net in key_nets for p in net.parameters()]
+    query_params = [p.detach() for net in query_nets for p in net.parameters()]
+    torch._foreach_mul_(key_params, momentum)
+    torch._foreach_add_(key_params, query_params, alpha=1.0 - momentum)
