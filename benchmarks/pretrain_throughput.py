@@ -38,6 +38,7 @@ the fast step (``<out>/profile_<preset>_<device>.txt``).
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import platform
@@ -243,6 +244,7 @@ class Memory:
             torch.cuda.reset_peak_memory_stats(self.device)
             return int(torch.cuda.memory_allocated(self.device))
         if self.resettable:
+            _trim_heap()  # return freed heap pages, so that the round's rise counts the step's own working memory
             _reset_hwm()
         return _status_kib("VmRSS") * 1024
 
@@ -262,6 +264,14 @@ class Memory:
                     "via /proc/self/clear_refs before each round (includes every path's resident model and data; "
                     "peak_memory_rise_bytes: its rise over VmRSS at the round's start = the step's working memory)")
         return "host max RSS of the process so far (ru_maxrss; not resettable here)"
+
+
+def _trim_heap() -> None:
+    """glibc ``malloc_trim(0)``: give freed heap memory back to the OS (no-op where libc is not glibc)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _reset_hwm() -> bool:
@@ -456,7 +466,7 @@ def bench_paths(args, config: PretrainConfig, data: torch.Tensor, data_np: np.nd
 
 def bench_methods(args, data: torch.Tensor, device: torch.device) -> dict:
     """Eager fp32 vs fast (FastConfig() on this device) per registered method, interleaved."""
-    rows = {}
+    rows, memory = {}, Memory(device)
     for method in args.methods:
         config = make_config(args, device, method)
         try:
@@ -465,7 +475,7 @@ def bench_methods(args, data: torch.Tensor, device: torch.device) -> dict:
                      "fast": Path_("fast", config, data, None, device, fast_config(args, "fast"))}
             for path in paths.values():
                 warm_up(path, max(1, min(args.warmup, 2)))
-            timed = time_paths(paths, args.method_rounds, args.round_steps, device, None, None, method)
+            timed = time_paths(paths, args.method_rounds, args.round_steps, device, None, memory, method)
         except Exception as error:  # noqa: BLE001 -- reported in the JSON, never hidden
             rows[method] = {"error": f"{type(error).__name__}: {error}"[:1000]}
             print(f"  {method}: failed: {rows[method]['error'][:200]}", flush=True)
@@ -477,7 +487,14 @@ def bench_methods(args, data: torch.Tensor, device: torch.device) -> dict:
                         "fast_encoder_dtype": paths["fast"].seen.get("encoder"),
                         "fast_loss_dtype": paths["fast"].seen.get("loss"),
                         "eager_ms_rounds": timed["samples"]["eager"]["ms"], "fast_ms_rounds": timed["samples"]["fast"]["ms"],
-                        "load_average_per_round": timed["loads"]}
+                        "load_average_per_round": timed["loads"], "peak_memory_kind": memory.kind}
+        for name in ("eager", "fast"):
+            got = timed["samples"][name]
+            if got["peak"]:
+                rows[method][f"{name}_peak_memory_bytes"] = max(got["peak"])
+                if memory.resettable or device.type != "cpu":
+                    rows[method][f"{name}_peak_memory_rise_bytes"] = max(got["rise"])
+        del paths
     return rows
 
 
@@ -615,8 +632,11 @@ def print_report(report: dict) -> None:
         if "error" in row:
             print(f"method {method:<14} failed: {row['error'][:120]}")
         else:
+            memory = "".join(f", {n} peak {row[f'{n}_peak_memory_bytes'] / 2**20:.0f} MB"
+                             f" (+{row.get(f'{n}_peak_memory_rise_bytes', 0) / 2**20:.0f})"
+                             for n in ("eager", "fast") if f"{n}_peak_memory_bytes" in row)
             print(f"method {method:<14} eager {row['eager_ms_per_step']:7.1f} ms  fast {row['fast_ms_per_step']:7.1f} ms  "
-                  f"{row['fast_over_eager']:.2f}x  ({row['flops_per_step'] / 1e9:.2f} GFLOP/step)")
+                  f"{row['fast_over_eager']:.2f}x  ({row['flops_per_step'] / 1e9:.2f} GFLOP/step{memory})")
     load = report["host_load_average_1_5_15_min"]
     print(f"load average (1 min) before {load['before'][0]:.2f}, after {load['after'][0]:.2f}; per round: "
           + ", ".join(f"{l[0]:.2f}" for l in report["load_average_per_round"]))

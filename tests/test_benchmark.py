@@ -119,3 +119,7 @@ def test_tiny_benchmark_on_cpu_writes_the_report(tmp_path):
         assert "error" not in row, row
         assert row["flops_per_step"] > 0 and row["eager_ms_per_step"] > 0 and row["fast_ms_per_step"] > 0
         assert row["fast_loss_dtype"] == "torch.float32"
+        # peak memory of each path's rounds (the process's resident high-water mark on CPU): at least the
+        # resident model and data, so well above zero
+        assert row["eager_peak_memory_bytes"] > 2**20 and row["fast_peak_memory_bytes"] > 2**20
+        assert row["peak_memory_kind"]
