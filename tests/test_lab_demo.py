@@ -3,6 +3,7 @@ run in the same folder replaces the first."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -44,6 +45,9 @@ def test_demo_runs_twice_in_one_folder_and_writes_its_report(tmp_path, capsys):
     assert report["seeds"]["0"]["health"]["emotion4+style15"]["final"]["epoch"] == 1
     assert "| pretrained, linear |" in (out / "report.md").read_text()
     assert command(config).startswith("python -m cagelib.lab.demo --epochs 1")
+    # the default pretraining step is the fast one, and the report says which step ran
+    assert config.fast and "the fast step" in (out / "report.md").read_text()
+    assert command(replace(config, fast=False)).endswith("--no-fast")
 
 
 def test_an_output_folder_not_written_by_cagelib_is_refused(tmp_path):

@@ -1,10 +1,10 @@
 """The main job behind ``make demo``: the embedded data, a short pretraining per seed, and the pretrained
 encoder beside its fair controls on two labelled tasks.
 
-    python -m cagelib.lab.demo                    # ~5 min on a 2-core CPU: GE-CLR, 3 seeds, emotion4 + style15
+    python -m cagelib.lab.demo                    # ~3 min on a 2-core CPU: GE-CLR, 3 seeds, emotion4 + style15
     python -m cagelib.lab.demo --preset long      # ~30 min: 16 epochs, + walkstyle7, + the supervised reference
     python -m cagelib.lab.demo --method cage --seeds 0 --out outputs/demo_cage
-    python -m cagelib.lab.demo --fast             # pretrain with the fast step (bf16 on this CPU; default: float32)
+    python -m cagelib.lab.demo --no-fast          # pretrain with the float32 step (default: the fast step)
 
 1. Summarise the embedded Bandai set and draw one skeleton.
 2. For each seed (in parallel processes, one torch thread each): pretrain the method on the unlabelled
@@ -53,9 +53,9 @@ class DemoConfig:
     window: int = 48  # frames per window (1.6 s at 30 fps)
     max_pretrain_windows: int = 1024  # seeded subset of the corpus
     workers: int = 3  # parallel seed processes, one torch thread each (3 on 2 cores: no core idles on the third seed)
-    fast: bool = False  # the fast pretraining step (cagelib.pretrain.fast: on a CPU with native bf16, bf16 autocast,
-    #                     channels-last, fused graph conv; no torch.compile for a run this short). Off until the
-    #                     README's demo tables are remeasured with it (docs/decisions.md, "The demo's step")
+    fast: bool = True  # the fast pretraining step (cagelib.pretrain.fast: on a CPU with native bf16, bf16 autocast,
+    #                    channels-last, fused graph conv; no torch.compile for a run this short); False: the float32
+    #                    step (docs/decisions.md, "The demo's step": measured, wall time -48 %, table within the spread)
     out: str = "outputs/demo"  # where everything is written (replaced by the next run)
 
     @classmethod
@@ -157,7 +157,8 @@ Command: `{command(config)}` (CPU, {config.workers} processes of one torch threa
 Whole run {report['total_seconds']:.0f} s; a seed took {min(seconds):.0f}-{max(seconds):.0f} s.
 
 Pretraining: {config.method}, {config.epochs} epochs, {config.max_pretrain_windows} corpus windows of
-{config.window} frames (no clip of the tasks' family), queue {config.queue_size}, key momentum {config.momentum}.
+{config.window} frames (no clip of the tasks' family), queue {config.queue_size}, key momentum {config.momentum},
+{"the fast step (cagelib.pretrain.fast)" if config.fast else "the float32 step"}.
 Evaluation: {config.folds} clip-grouped folds x {config.repeats} repeat(s) per seed, seeds {list(config.seeds)};
 each cell is the mean +- std over seeds of the seed's mean over folds, in %.
 
@@ -184,7 +185,7 @@ def main(argv=None) -> None:
     p.add_argument("--workers", type=int)
     p.add_argument("--out")
     p.add_argument("--fast", action=argparse.BooleanOptionalAction, default=None,
-                   help="the fast pretraining step (default: off, the float32 step)")
+                   help="the fast pretraining step (default: on; --no-fast: the float32 step)")
     a = p.parse_args(argv)
     config = DemoConfig.long() if a.preset == "long" else DemoConfig()
     given = {k: (tuple(v) if k == "seeds" else v) for k, v in vars(a).items() if k != "preset" and v is not None}
