@@ -464,8 +464,10 @@ def bench_paths(args, config: PretrainConfig, data: torch.Tensor, data_np: np.nd
     return results, {"matmul": matmul, "load_average_per_round": timed["loads"]}
 
 
-def bench_methods(args, data: torch.Tensor, device: torch.device) -> dict:
-    """Eager fp32 vs fast (FastConfig() on this device) per registered method, interleaved."""
+def bench_methods(args, data: torch.Tensor, device: torch.device, matmul: dict | None = None) -> dict:
+    """Eager fp32 vs fast (FastConfig() on this device) per registered method, interleaved: ms/step,
+    sequences/s, GFLOP/s and its fraction of the matmul rates measured by the paths' rounds (``matmul``), the
+    step's memory. No reference-style loop per method: its NumPy workers reproduce CAGE's augmentations only."""
     rows, memory = {}, Memory(device)
     for method in args.methods:
         config = make_config(args, device, method)
@@ -488,7 +490,11 @@ def bench_methods(args, data: torch.Tensor, device: torch.device) -> dict:
                         "fast_loss_dtype": paths["fast"].seen.get("loss"),
                         "eager_ms_rounds": timed["samples"]["eager"]["ms"], "fast_ms_rounds": timed["samples"]["fast"]["ms"],
                         "load_average_per_round": timed["loads"], "peak_memory_kind": memory.kind}
-        for name in ("eager", "fast"):
+        for name, ms in (("eager", eager), ("fast", fast)):
+            rows[method][f"{name}_sequences_per_second"] = 1000 * args.batch_size / ms
+            for dtype in ("fp32", "bf16"):
+                rate = (matmul or {}).get(f"{dtype}_gflops")
+                rows[method][f"{name}_fraction_of_{dtype}_matmul"] = flops / ms / 1e6 / rate if rate else None
             got = timed["samples"][name]
             if got["peak"]:
                 rows[method][f"{name}_peak_memory_bytes"] = max(got["peak"])
@@ -595,7 +601,7 @@ def main(argv=None) -> dict:
     if {"reference", "fast"} <= set(report["paths"]):
         report["ratio_fast_over_reference"] = report["paths"]["fast"]["ratio_to_reference"]
     report["targets"] = targets(report["paths"])
-    report["methods"] = bench_methods(args, data, device)
+    report["methods"] = bench_methods(args, data, device, report["matmul"])
     out_dir = Path(args.out)
     tag = f"{args.preset}_{device.type}"
     if args.profile:

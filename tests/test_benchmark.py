@@ -123,3 +123,7 @@ def test_tiny_benchmark_on_cpu_writes_the_report(tmp_path):
         # resident model and data, so well above zero
         assert row["eager_peak_memory_bytes"] > 2**20 and row["fast_peak_memory_bytes"] > 2**20
         assert row["peak_memory_kind"]
+        for name in ("eager", "fast"):
+            assert row[f"{name}_sequences_per_second"] == pytest.approx(1000 * 8 / row[f"{name}_ms_per_step"])
+            assert row[f"{name}_fraction_of_bf16_matmul"] == pytest.approx(
+                row["flops_per_step"] / row[f"{name}_ms_per_step"] / 1e6 / report["matmul"]["bf16_gflops"])
