@@ -11,7 +11,7 @@ import torch
 from cagelib.coordinates import spherical_coordinates
 from cagelib.evaluate.features import StreamEncoder
 from cagelib.lab import peers
-from cagelib.lab.peers import CONTROLS, PROBES, PeerGridConfig, cell_path, cells, run_grid
+from cagelib.lab.peers import CONTROLS, PROBES, SUPERVISED, PeerGridConfig, cell_path, cells, run_grid
 from cagelib.methods.cage import CAGE, ContrastConfig
 from cagelib.methods.encoders import AGCN, AGCNConfig
 
@@ -35,10 +35,12 @@ def test_stream_encoder_feeds_the_stream_its_own_input_and_copies_only_the_encod
 
 def test_a_tiny_grid_writes_cells_and_one_table_and_continues(tmp_path):
     config = PeerGridConfig(methods=("geclr",), seeds=(0,), tasks=("emotion4",), epochs=1, pretrain_windows=64, folds=2,
-                            finetune_epochs=1, workers=1, results=str(tmp_path / "results"), runs=str(tmp_path / "runs"))
-    assert cells(config) == [(CONTROLS, 0), ("geclr", 0)]
+                            finetune_epochs=1, supervised_epochs=1, workers=1, results=str(tmp_path / "results"),
+                            runs=str(tmp_path / "runs"))
+    assert cells(config) == [(CONTROLS, 0), ("geclr", 0), (SUPERVISED, 0)]
+    assert cells(replace(config, supervised_epochs=0)) == [(CONTROLS, 0), ("geclr", 0)]
     text = run_grid(config, log=lambda *_: None)
-    for method in (CONTROLS, "geclr"):
+    for method in (CONTROLS, "geclr", SUPERVISED):
         cell = json.loads(cell_path(config, method, 0).read_text())
         assert cell["key"] == config.cell_key(method)
         for row in cell["rows"].values():
@@ -52,13 +54,20 @@ def test_a_tiny_grid_writes_cells_and_one_table_and_continues(tmp_path):
     for row in ("| geclr |", "| random init (A-GCN) |", "| hand-crafted, logistic regression |", "| majority class |"):
         assert row in text
     assert text.index("| geclr |") < text.index("| random init (A-GCN) |")  # methods first, then the controls
+    supervised = json.loads(cell_path(config, SUPERVISED, 0).read_text())
+    assert set(supervised["rows"]) == {"supervised (from scratch)"} and "| supervised (from scratch) |" in text
+    assert supervised["key"]["supervised"]["epochs"] == 1  # its recipe, epochs overridden
+    result = supervised["rows"]["supervised (from scratch)"]["emotion4"]
+    assert len({v["balanced"] for v in result.values()}) == 1  # one result, repeated in every probe column
     assert (tmp_path / "results" / "table.md").read_text() == text
     # a second run finds every cell done; another setting makes them stale
     messages = []
     run_grid(config, log=messages.append)
-    assert messages[0].startswith("peers: 2 cells done, 0 to run")
+    assert messages[0].startswith("peers: 3 cells done, 0 to run")
     assert not peers._done(replace(config, finetune_epochs=2), "geclr", 0)
     assert not peers._done(replace(config, epochs=2), "geclr", 0)
+    assert not peers._done(replace(config, supervised_epochs=2), SUPERVISED, 0)
+    assert peers._done(replace(config, supervised_epochs=2), "geclr", 0)  # the other cells do not depend on it
 
 
 def test_bad_settings_are_refused():

@@ -100,13 +100,21 @@ def _reference_rows(config: ComparisonConfig, task, folds, seed: int, model_conf
             prediction_result("handcrafted", task.y[test], predicted, task.label_names, task.groups[test]))
         rows["majority class"].append(majority_result(task.y[train], task.y[test], task.label_names, task.groups[test]))
     if config.supervised_epochs != 0 and task.name in config.supervised_tasks:
-        recipe = SupervisedConfig(seed=seed, device="cpu")
-        recipe = replace(recipe, epochs=config.supervised_epochs) if config.supervised_epochs else recipe
-        rows["supervised (from scratch)"] = [
-            supervised_reference(lambda: AGCN(model_config), task.x[train], task.y[train], task.x[test], task.y[test],
+        rows[SUPERVISED_ROW] = supervised_rows(task, folds, seed, model_config, config.supervised_epochs)
+    return rows
+
+
+SUPERVISED_ROW = "supervised (from scratch)"
+
+
+def supervised_rows(task, folds, seed: int, model_config, epochs: int | None = None) -> list:
+    """The supervised reference (``SupervisedConfig``'s recipe; ``epochs`` None: its own) per fold: the same
+    A-GCN (``model_config``) trained from scratch on each fold's training windows, on the CPU."""
+    recipe = SupervisedConfig(seed=seed, device="cpu")
+    recipe = replace(recipe, epochs=epochs) if epochs else recipe
+    return [supervised_reference(lambda: AGCN(model_config), task.x[train], task.y[train], task.x[test], task.y[test],
                                  recipe, label_names=task.label_names, test_groups=task.groups[test])
             for train, test in folds]
-    return rows
 
 
 def _fold_means(results) -> dict:

@@ -25,7 +25,9 @@ A "controls" cell per seed holds the rows every method is read against: the A-GC
 "finetune" column is the same encoder trained from scratch with the same recipe: the supervised model at
 the same budget), the 62 hand-crafted gait features with a logistic regression, and the majority class.
 Methods whose first encoder is not an A-GCN (MAMP's transformer, ...) add a "random init" row of their own
-encoder (linear, linear (z), k-NN).
+encoder (linear, linear (z), k-NN). A "supervised" cell per seed trains the same A-GCN from scratch with
+labels on each fold with its own recipe (``SupervisedConfig``: Adam lr 1e-3, weight decay 1e-4, 60 epochs,
+last epoch; ``--supervised-epochs`` overrides, 0 leaves the row out): the supervised reference row.
 
 Each cell's JSON is written when it finishes (``--results``, committed), so an interrupted grid continues
 where it stopped; a cell whose settings changed is run again. Cells run seed by seed (every method of seed
@@ -41,7 +43,7 @@ import shutil
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -52,11 +54,12 @@ from ..atomic import atomic_write_json, atomic_write_text
 from ..data.tasks import embedded_set, gait_task
 from ..evaluate.features import StreamEncoder, extract_features
 from ..evaluate.protocols import EvalConfig, evaluate_folds
+from ..evaluate.supervised import SupervisedConfig
 from ..methods.encoders import AGCN
 from ..methods.registry import available_methods
 from ..pretrain.config import build_model
 from ..pretrain.loop import pretrain
-from .comparison import ComparisonConfig, _fold_means, _reference_rows, corpus_groups
+from .comparison import SUPERVISED_ROW, ComparisonConfig, _fold_means, _reference_rows, corpus_groups, supervised_rows
 from .demo import DemoConfig
 from .settings import RunSettings, health_labels, pretrain_config, repo_root
 from .tables import format_mean_std, results_table
@@ -65,6 +68,7 @@ from .tables import format_mean_std, results_table
 DEFAULT_METHODS = ("geclr", "cage", "aimclr", "crossclr", "isc", "mamp", "cage_mamp")
 PROBES = ("linear", "linear (z)", "k-NN", "finetune")
 CONTROLS = "controls"  # the cell name of a seed's reference rows
+SUPERVISED = "supervised"  # the cell name of a seed's supervised reference (SupervisedConfig's recipe)
 
 
 def registered(methods) -> tuple:
@@ -81,6 +85,8 @@ class PeerGridConfig:
     pretrain_windows: int = DemoConfig.max_pretrain_windows  # seeded subset of the corpus (the demo's)
     folds: int = 4  # clip-grouped folds
     finetune_epochs: int = 5  # finetune epochs (Adam lr 1e-3; paper: 20 epochs at lr 0.001)
+    supervised_epochs: int | None = None  # the supervised reference row: None = its own recipe's epochs
+    #                                       (cagelib.evaluate.supervised.SupervisedConfig); 0 = no such row
     fast: bool = False  # pretrain with the fast step (cagelib.pretrain.fast); False: the float32 step on every
     #                     machine, so that a cell does not depend on the CPU's bf16 support
     workers: int = 2  # parallel cell processes, one torch thread each
@@ -94,6 +100,8 @@ class PeerGridConfig:
             raise ValueError(f"PeerGridConfig: unknown methods {sorted(unknown)}; registered: {available_methods()}")
         if self.epochs < 1 or self.finetune_epochs < 1 or not 2 <= self.folds <= 7 or self.workers < 1:
             raise ValueError("PeerGridConfig: need epochs >= 1, finetune_epochs >= 1, folds in 2..7, workers >= 1")
+        if self.supervised_epochs is not None and self.supervised_epochs < 0:
+            raise ValueError(f"PeerGridConfig: supervised_epochs must be None or >= 0, got {self.supervised_epochs}")
 
     def demo(self, method: str) -> DemoConfig:
         """The demo's pretraining and task windows for ``method``."""
@@ -106,9 +114,18 @@ class PeerGridConfig:
 
     def cell_key(self, method: str) -> dict:
         """What a cell's result depends on: a saved cell with another key is run again."""
-        settings = self.settings("geclr" if method == CONTROLS else method)  # controls: the A-GCN, windows
-        return {"tasks": list(self.tasks), "folds": self.folds, "finetune_epochs": self.finetune_epochs,
-                "pretrain": json.loads(json.dumps(pretrain_config(settings, "").to_dict()))}
+        reference = method in (CONTROLS, SUPERVISED)
+        settings = self.settings("geclr" if reference else method)  # controls, supervised: the A-GCN, windows
+        key = {"tasks": list(self.tasks), "folds": self.folds, "finetune_epochs": self.finetune_epochs,
+               "pretrain": json.loads(json.dumps(pretrain_config(settings, "").to_dict()))}
+        if method == SUPERVISED:
+            key["supervised"] = asdict(self.supervised_recipe())
+        return key
+
+    def supervised_recipe(self) -> SupervisedConfig:
+        """The supervised reference's recipe (its seed is each cell's)."""
+        recipe = SupervisedConfig(device="cpu")
+        return replace(recipe, epochs=self.supervised_epochs) if self.supervised_epochs else recipe
 
 
 def _finetune_config(config: PeerGridConfig, seed: int) -> EvalConfig:
@@ -137,12 +154,18 @@ def run_cell(config: PeerGridConfig, method: str, seed: int) -> dict:
     groups = corpus_groups(config.tasks, gs)
     if len(groups) != 1:
         raise ValueError(f"peers: the tasks {config.tasks} need {len(groups)} pretraining corpora; use tasks of one family")
-    settings = config.settings(method if method != CONTROLS else "geclr")
+    settings = config.settings("geclr" if method in (CONTROLS, SUPERVISED) else method)
     built = {t: gait_task(ComparisonConfig(settings=settings).task_config(t), gs) for t in config.tasks}
     folds = {t: task.folds(config.folds, 1, seed) for t, task in built.items()}
     pcfg = pretrain_config(replace(settings, seed=seed), Path(config.runs) / f"{method}-s{seed}", progress=False)
     finetune = _finetune_config(config, seed)
     cell = {"method": method, "seed": seed, "key": config.cell_key(method), "rows": {}, "torch": torch.__version__}
+    if method == SUPERVISED:  # the A-GCN from scratch with labels, its own recipe: one result for every column
+        for name, task in built.items():
+            results = supervised_rows(task, folds[name], seed, pcfg.model, config.supervised_recipe().epochs)
+            cell["rows"].setdefault(SUPERVISED_ROW, {})[name] = {probe: _fold_means(results) for probe in PROBES}
+        cell["seconds"] = time.time() - started
+        return cell
     if method == CONTROLS:
         encoder = StreamEncoder(build_model(pcfg))  # the A-GCN at the seed's initialisation
         for name, task in built.items():
@@ -199,7 +222,8 @@ def _cell_job(args) -> tuple[str, int, float]:
 
 def cells(config: PeerGridConfig) -> list[tuple[str, int]]:
     """Every cell of the grid, seed by seed."""
-    return [(method, seed) for seed in config.seeds for method in (CONTROLS, *config.methods)]
+    supervised = (SUPERVISED,) if config.supervised_epochs != 0 else ()
+    return [(method, seed) for seed in config.seeds for method in (CONTROLS, *config.methods, *supervised)]
 
 
 def run_grid(config: PeerGridConfig, log=print) -> str:
@@ -234,7 +258,7 @@ def _stat(values, scale: float = 1.0, precision: int = 1) -> str:
 def accuracy_table(loaded: list[dict], tasks, metric: str) -> str:
     """A row per method then per control, columns task x probe: ``metric`` in %, mean +- std over seeds."""
     by_row: dict[str, list[dict]] = {}
-    methods_first = sorted(loaded, key=lambda cell: cell["method"] == CONTROLS)  # stable: the grid's order
+    methods_first = sorted(loaded, key=lambda cell: cell["method"] in (CONTROLS, SUPERVISED))  # stable: grid order
     for cell in methods_first:
         for row, per_task in cell["rows"].items():
             by_row.setdefault(row, []).append(per_task)
@@ -254,7 +278,7 @@ def cost_table(loaded: list[dict]) -> str:
     MAMP's reconstruction error)."""
     by_method: dict[str, list[dict]] = {}
     for cell in loaded:
-        if cell["method"] != CONTROLS:
+        if cell["method"] not in (CONTROLS, SUPERVISED):
             by_method.setdefault(cell["method"], []).append(cell)
     lines = []
     for method, seeds in by_method.items():
@@ -284,8 +308,9 @@ Generated by `python -m cagelib.lab.peers` ({command_line(config)}) from {len(lo
 Pretraining: the demo's ({config.epochs} epochs, {config.pretrain_windows:,} corpus windows of 48 frames, no clip of the
 tasks' family). Probes on each method's first stream over {config.folds} clip-grouped folds per seed; finetune:
 Adam lr 1e-3, {config.finetune_epochs} epochs. Cells: mean +- std over seeds of the seed's fold mean, in %.
-The reference rows (hand-crafted features, majority class) do not depend on the probe: their one result is
-repeated in every column.
+The reference rows (hand-crafted features, majority class, and the supervised A-GCN trained from scratch with
+its own recipe: {config.supervised_recipe().epochs} epochs of Adam lr {config.supervised_recipe().lr:g}) do not
+depend on the probe: their one result is repeated in every column.
 
 ## Balanced accuracy (mean per-class recall over windows)
 
@@ -305,7 +330,7 @@ repeated in every column.
 
 def command_line(config: PeerGridConfig) -> str:
     default, args = PeerGridConfig(), []
-    for name in ("methods", "seeds", "epochs", "pretrain_windows", "folds", "finetune_epochs"):
+    for name in ("methods", "seeds", "epochs", "pretrain_windows", "folds", "finetune_epochs", "supervised_epochs"):
         value = getattr(config, name)
         if value != getattr(default, name):
             shown = " ".join(map(str, value)) if isinstance(value, tuple) else value
@@ -323,6 +348,8 @@ def main(argv=None) -> int:
     p.add_argument("--pretrain-windows", type=int, dest="pretrain_windows")
     p.add_argument("--folds", type=int)
     p.add_argument("--finetune-epochs", type=int, dest="finetune_epochs")
+    p.add_argument("--supervised-epochs", type=int, dest="supervised_epochs",
+                   help="epochs of the supervised reference (default: its recipe's, 60; 0: no supervised row)")
     p.add_argument("--fast", action="store_true", default=None,
                    help="pretrain with the fast step (cagelib.pretrain.fast; default: the float32 step)")
     p.add_argument("--workers", type=int)
