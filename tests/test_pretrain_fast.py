@@ -14,9 +14,24 @@ from cagelib.methods.cage import ContrastBranch, ContrastConfig, split_batch_nor
 from cagelib.methods.encoders import AGCN, AGCNConfig
 from cagelib.methods.registry import available_methods
 from cagelib.pretrain.checkpoint import load_pretrained
-from cagelib.pretrain.fast import (CPU_COMPILE_MIN_STEPS, FastConfig, FastStep, branches, compile_branches,
-                                   cpu_native_bf16, make_fast_step, optimizer_options, set_autocast)
-from cagelib.pretrain.loop import PretrainConfig, build_model, make_optimization, pretrain, train_step
+from cagelib.pretrain.fast import (
+    CPU_COMPILE_MIN_STEPS,
+    FastConfig,
+    FastStep,
+    branches,
+    compile_branches,
+    cpu_native_bf16,
+    make_fast_step,
+    optimizer_options,
+    set_autocast,
+)
+from cagelib.pretrain.loop import (
+    PretrainConfig,
+    build_model,
+    make_optimization,
+    pretrain,
+    train_step,
+)
 
 CUDA = torch.cuda.is_available()
 # every CPU feature, explicitly (also on a CPU without native bf16), no compile
@@ -33,6 +48,13 @@ def _model_and_optimizer(config: PretrainConfig, device="cpu", fast: FastConfig 
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4,
                                 **optimizer_options(fast, device))
     return model, optimizer
+
+
+def _twin_runs(method: str):
+    """A fixed batch source and two identical (model, optimizer) pairs of ``method``: one per path compared."""
+    config = _config(method)
+    x = torch.from_numpy(synthetic_gaits(16, 16, seed=0))
+    return x, _model_and_optimizer(config), _model_and_optimizer(config)
 
 
 def _steps(step, x, count: int = 3, seed: int = 1) -> list[dict]:
@@ -73,10 +95,7 @@ def test_fast_config_validation_and_resolution():
 
 @pytest.mark.parametrize("method", ["cage", "hsmb"])
 def test_cpu_fast_off_is_exactly_train_step(method):
-    config = _config(method)
-    x = torch.from_numpy(synthetic_gaits(16, 16, seed=0))
-    model_a, opt_a = _model_and_optimizer(config)
-    model_b, opt_b = _model_and_optimizer(config)
+    x, (model_a, opt_a), (model_b, opt_b) = _twin_runs(method)
     step = make_fast_step(model_b, opt_b, FastConfig.off())
     assert not any(step.active.values())
     outs_a = _steps(lambda b, g, i: train_step(model_a, opt_a, b, g, i), x)
@@ -147,7 +166,7 @@ def test_split_batch_norm_equals_one_pass_per_part():
     assert all(getattr(m, "batch_chunks", 1) == 1 for m in net.modules())  # plain again outside the block
 
 
-@pytest.mark.parametrize("overrides", [{}, dict(adaptive=False), dict(data_dependent=False)])
+@pytest.mark.parametrize("overrides", [{}, {"adaptive": False}, {"data_dependent": False}])
 def test_fused_graph_conv_equals_the_per_subset_loop(overrides):
     torch.manual_seed(0)
     loop = AGCN(AGCNConfig.small(**overrides)).train()
@@ -172,10 +191,7 @@ def test_fused_graph_conv_equals_the_per_subset_loop(overrides):
 
 @pytest.mark.parametrize("method", ["cage", "csmb"])
 def test_shared_key_pass_gives_the_separate_passes_numbers(method):
-    config = _config(method)
-    x = torch.from_numpy(synthetic_gaits(16, 16, seed=0))
-    model_a, opt_a = _model_and_optimizer(config)
-    model_b, opt_b = _model_and_optimizer(config)
+    x, (model_a, opt_a), (model_b, opt_b) = _twin_runs(method)
     separate = make_fast_step(model_a, opt_a, FastConfig.off())
     shared = make_fast_step(model_b, opt_b, FastConfig(amp=False, channels_last=False, compile=False,
                                                        shared_key_pass=True))

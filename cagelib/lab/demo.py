@@ -55,7 +55,7 @@ class DemoConfig:
     workers: int = 3  # parallel seed processes, one torch thread each (3 on 2 cores: no core idles on the third seed)
     fast: bool = True  # the fast pretraining step (cagelib.pretrain.fast: on a CPU with native bf16, bf16 autocast,
     #                    channels-last, fused graph conv; no torch.compile for a run this short); False: the float32
-    #                    step (docs/decisions.md, "The demo's step": measured, wall time -48 %, table within the spread)
+    #                    step (docs/decisions.md, "The demo's step": measured, wall time -46 %, table within the spread)
     out: str = "outputs/demo"  # where everything is written (replaced by the next run)
 
     @classmethod

@@ -59,7 +59,14 @@ from ..methods.encoders import AGCN
 from ..methods.registry import available_methods
 from ..pretrain.config import build_model
 from ..pretrain.loop import pretrain
-from .comparison import SUPERVISED_ROW, ComparisonConfig, _fold_means, _reference_rows, corpus_groups, supervised_rows
+from .comparison import (
+    SUPERVISED_ROW,
+    ComparisonConfig,
+    _fold_means,
+    _reference_rows,
+    corpus_groups,
+    supervised_rows,
+)
 from .demo import DemoConfig
 from .settings import RunSettings, health_labels, pretrain_config, repo_root
 from .tables import format_mean_std, results_table
@@ -69,6 +76,7 @@ DEFAULT_METHODS = ("geclr", "cage", "aimclr", "crossclr", "isc", "mamp", "cage_m
 PROBES = ("linear", "linear (z)", "k-NN", "finetune")
 CONTROLS = "controls"  # the cell name of a seed's reference rows
 SUPERVISED = "supervised"  # the cell name of a seed's supervised reference (SupervisedConfig's recipe)
+REFERENCE_CELLS = (CONTROLS, SUPERVISED)  # cells without a pretraining of their own (the A-GCN, the demo's windows)
 
 
 def registered(methods) -> tuple:
@@ -109,15 +117,14 @@ class PeerGridConfig:
                           max_pretrain_windows=self.pretrain_windows)
 
     def settings(self, method: str) -> RunSettings:
-        """The pretraining settings of ``method``'s cells: the demo's, with ``fast``."""
-        return replace(self.demo(method).settings(), fast=self.fast)
+        """The pretraining settings of ``method``'s cells: the demo's, with ``fast`` (a reference cell: GE-CLR's,
+        for its A-GCN and windows)."""
+        return replace(self.demo("geclr" if method in REFERENCE_CELLS else method).settings(), fast=self.fast)
 
     def cell_key(self, method: str) -> dict:
         """What a cell's result depends on: a saved cell with another key is run again."""
-        reference = method in (CONTROLS, SUPERVISED)
-        settings = self.settings("geclr" if reference else method)  # controls, supervised: the A-GCN, windows
         key = {"tasks": list(self.tasks), "folds": self.folds, "finetune_epochs": self.finetune_epochs,
-               "pretrain": json.loads(json.dumps(pretrain_config(settings, "").to_dict()))}
+               "pretrain": json.loads(json.dumps(pretrain_config(self.settings(method), "").to_dict()))}
         if method == SUPERVISED:
             key["supervised"] = asdict(self.supervised_recipe())
         return key
@@ -154,7 +161,7 @@ def run_cell(config: PeerGridConfig, method: str, seed: int) -> dict:
     groups = corpus_groups(config.tasks, gs)
     if len(groups) != 1:
         raise ValueError(f"peers: the tasks {config.tasks} need {len(groups)} pretraining corpora; use tasks of one family")
-    settings = config.settings("geclr" if method in (CONTROLS, SUPERVISED) else method)
+    settings = config.settings(method)
     built = {t: gait_task(ComparisonConfig(settings=settings).task_config(t), gs) for t in config.tasks}
     folds = {t: task.folds(config.folds, 1, seed) for t, task in built.items()}
     pcfg = pretrain_config(replace(settings, seed=seed), Path(config.runs) / f"{method}-s{seed}", progress=False)
@@ -258,7 +265,7 @@ def _stat(values, scale: float = 1.0, precision: int = 1) -> str:
 def accuracy_table(loaded: list[dict], tasks, metric: str) -> str:
     """A row per method then per control, columns task x probe: ``metric`` in %, mean +- std over seeds."""
     by_row: dict[str, list[dict]] = {}
-    methods_first = sorted(loaded, key=lambda cell: cell["method"] in (CONTROLS, SUPERVISED))  # stable: grid order
+    methods_first = sorted(loaded, key=lambda cell: cell["method"] in REFERENCE_CELLS)  # stable: the grid's order
     for cell in methods_first:
         for row, per_task in cell["rows"].items():
             by_row.setdefault(row, []).append(per_task)
@@ -278,7 +285,7 @@ def cost_table(loaded: list[dict]) -> str:
     MAMP's reconstruction error)."""
     by_method: dict[str, list[dict]] = {}
     for cell in loaded:
-        if cell["method"] not in (CONTROLS, SUPERVISED):
+        if cell["method"] not in REFERENCE_CELLS:
             by_method.setdefault(cell["method"], []).append(cell)
     lines = []
     for method, seeds in by_method.items():
