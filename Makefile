@@ -10,7 +10,7 @@ STAMP := $(VENV)/.cagelib-installed
 TORCH ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
 
-.PHONY: setup demo test browser-test lab reproduce peers bench strip clean-outputs data
+.PHONY: setup demo test test-kernels browser-test lab reproduce peers bench strip clean-outputs data
 
 setup: $(STAMP)
 
@@ -27,13 +27,24 @@ demo: setup
 test: setup
 	$(PY) -m pytest
 
-# Every notebook run in JupyterLab in headless Chromium (tests/browser; `make test` skips it): installs
-# Debian's chromium package when $(CHROMIUM) is missing and the `browser` extra (Playwright, which drives
-# that Chromium: no browser download). ~7 min on 2 cores; screenshots in outputs/browser/<notebook>/.
+# The unit tests again under a second set of CPU kernels (PyTorch's AVX2 kernels, oneDNN limited to AVX2):
+# a test that holds only on one CPU's rounding fails here before it fails on another machine. CI runs it.
+test-kernels: setup
+	ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 $(PY) -m pytest tests -p no:cacheprovider
+
+# Every notebook run in JupyterLab in headless Chromium (tests/browser; `make test` skips it). Needs
+# Debian's chromium package at $(CHROMIUM): when it is missing, it asks before installing it system-wide
+# with apt-get (about 115 packages); CI=true or YES=1 installs without asking. Installs the `browser` extra
+# (Playwright, which drives that Chromium: no browser download) into .venv. ~7 min on 2 cores;
+# screenshots in outputs/browser/<notebook>/.
 CHROMIUM ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+YES ?=
 
 browser-test: setup
+	@test -x $(CHROMIUM) || [ -n "$(CI)$(YES)" ] || { \
+	  printf 'browser-test needs Chromium at %s. Install Debian'"'"'s chromium system-wide now (%s, ~115 packages)? [y/N] ' "$(CHROMIUM)" "$(strip $(SUDO) apt-get install chromium)"; \
+	  { read answer </dev/tty; } 2>/dev/null || answer=; case "$$answer" in [yY]*) ;; *) echo; echo "browser-test: not installed; run again with YES=1, or pass CHROMIUM=<path>"; exit 1;; esac; }
 	@test -x $(CHROMIUM) || { $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium; }
 	@test -x $(CHROMIUM) || { echo "browser-test: no Chromium at $(CHROMIUM); install it or pass CHROMIUM=<path>"; exit 1; }
 	@$(PY) -c "import playwright" 2>/dev/null || $(PY) -m pip install -q -e ".[browser]"

@@ -85,7 +85,8 @@ TARGETS = {"fast_over_eager": 1.8, "fast_over_reference": 3.0, "fraction_of_bf16
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python benchmarks/pretrain_throughput.py",
+                                description=__doc__.split("\n\n")[0])
     size = p.add_mutually_exclusive_group()
     size.add_argument("--tiny", action="store_true", help="CI size: tiny model and data, a few steps")
     size.add_argument("--full", action="store_true", help="target: full A-GCN, T=250, 1,742 sequences, CAGE")
@@ -113,7 +114,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--train-sequences", type=int, help="training-set size of the projected run")
     p.add_argument("--peak-tflops", type=float, help="override the device's dense bf16 datasheet peak, TFLOP/s")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the model, the synthetic data and the views (default: 0)")
     p.add_argument("--out", default="outputs/bench", help="folder of the JSON report")
     args = p.parse_args(argv)
     args.preset = "tiny" if args.tiny else "full" if args.full else "demo"

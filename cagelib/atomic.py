@@ -9,9 +9,15 @@ A process killed in the middle of a write (SIGKILL, power loss) cannot remove it
 Temporary files are named ``.<stem>.cagelib-tmp-<host>-<pid>.<random><suffix>``; every ``atomic_path``
 (and ``remove_stale_temp_files``, which resuming a run calls) removes those in the target's folder
 whose process, on this host, is no longer running. (Not on Windows, where it cannot be checked safely.)
+
+A write that fails because the disk is full raises ``NoSpaceError`` (an ``OSError`` with ``errno.ENOSPC``)
+naming the file: "<path>: no space left on device (<n> free) while writing it; <name> keeps its previous
+content; ...". That holds also for ``torch.save``, whose writer reports a full disk only as
+``[enforce fail at inline_container.cc]``.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -81,9 +87,68 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
         os.replace(tmp, path)
+    except Exception as err:
+        if _out_of_space(err, path.parent):
+            existed = path.exists()
+            raise NoSpaceError(path, existed, _free_bytes(path.parent)) from err
+        raise
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+class NoSpaceError(OSError):
+    """The file system of a target path is full (``errno.ENOSPC``): the message names the file; the target
+    keeps its previous content (``atomic_path`` never replaces it with a partial write)."""
+
+    def __init__(self, path: str | os.PathLike, existed: bool = True, free: int | None = None):
+        self.path, self.existed, self.free = Path(path), existed, free
+        super().__init__(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    def __str__(self) -> str:
+        kept = (f"{self.path.name} keeps its previous content" if self.existed
+                else f"{self.path.name} was not written")
+        free = "" if self.free is None else f" ({_size(self.free)} free)"
+        return (f"{self.path}: no space left on device{free} while writing it; {kept}; free some space in "
+                f"{self.path.parent} (or write elsewhere) and run again")
+
+    def __reduce__(self):  # picklable (multiprocessing workers)
+        return type(self), (self.path, self.existed, self.free)
+
+
+_NO_SPACE = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+_LOW_SPACE = 1 << 20  # bytes: a failed write with less than this left is taken for a full disk
+
+
+def _free_bytes(folder: Path) -> int | None:
+    try:
+        stat = os.statvfs(folder)
+    except (OSError, AttributeError):  # no statvfs on Windows
+        return None
+    return stat.f_bavail * stat.f_frsize
+
+
+def _out_of_space(err: BaseException, folder: Path) -> bool:
+    """The write failed because the disk is full: an ``ENOSPC`` (or quota) ``OSError`` anywhere in the
+    exception's chain, or a torch writer error (``inline_container.cc``, which drops the errno) while
+    the target's file system has (almost) no space left."""
+    seen, e = set(), err
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in _NO_SPACE:
+            return True
+        e = e.__cause__ or e.__context__
+    if isinstance(err, RuntimeError) and ("inline_container" in str(err) or "PytorchStreamWriter" in str(err)):
+        free = _free_bytes(folder)
+        return free is not None and free < _LOW_SPACE
+    return False
+
+
+def _size(n: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

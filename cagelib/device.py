@@ -1,4 +1,5 @@
-"""Where tensors live: ``resolve_device`` (``"auto"`` -> CUDA when available) and ``module_device``."""
+"""Where tensors live: ``resolve_device`` (``"auto"`` -> CUDA when available), ``check_device`` (refuses a
+device this machine lacks, before anything runs) and ``module_device``."""
 from __future__ import annotations
 
 import torch
@@ -17,3 +18,33 @@ def module_device(module: nn.Module) -> torch.device:
     for tensor in list(module.parameters()) + list(module.buffers()):
         return tensor.device
     return torch.device("cpu")
+
+
+class DeviceError(ValueError):
+    """A device that this machine does not have (e.g. ``cuda`` with a CPU-only torch or no GPU)."""
+
+
+def check_device(name: str | torch.device = "auto", source: str = "device") -> torch.device:
+    """``resolve_device(name)``, refusing at once a device this machine lacks, so a long job fails before it
+    starts and not deep inside it. ``source`` names the option in the message (e.g. ``"--device"``).
+    Raises ``DeviceError`` (a ``ValueError``)."""
+    try:
+        device = resolve_device(name)
+    except (RuntimeError, ValueError) as err:
+        raise DeviceError(f"{source} {str(name)!r}: not a torch device ({err}); use auto, cpu, cuda or cuda:<n>") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            why = (f"this torch ({torch.__version__}) is built without CUDA" if torch.version.cuda is None
+                   else "no CUDA GPU is visible (driver, CUDA_VISIBLE_DEVICES)")
+            raise DeviceError(f"{source} {str(name)!r}: CUDA is not available on this machine: {why}; "
+                              "use --device cpu (or auto, which picks CUDA only where it exists)")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise DeviceError(f"{source} {str(name)!r}: this machine has {count} CUDA device(s), "
+                              f"cuda:0 .. cuda:{count - 1}")
+    elif device.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise DeviceError(f"{source} {str(name)!r}: MPS (Apple GPU) is not available on this machine; "
+                              "use --device cpu")
+    return device

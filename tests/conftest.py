@@ -1,7 +1,9 @@
 """Shared fixtures. Keep small: other test modules add their own fixtures here."""
 from __future__ import annotations
 
+import gzip
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -16,17 +18,34 @@ os.environ.setdefault("CAGELIB_OUTPUTS", tempfile.mkdtemp(prefix="cagelib-output
 torch.set_num_threads(1)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-# The real data (Bandai BVH release, E-Gait sample files): ../shared/data from the repository root,
-# or the folder named by CAGELIB_SHARED_DATA.
+# A few real files (Bandai BVH clips, the E-Gait sample files), committed gzip-compressed: tests/data/README.md.
+TEST_DATA = REPO_ROOT / "tests" / "data"
+# The whole releases: ../shared/data from the repository root, or the folder named by CAGELIB_SHARED_DATA.
+# No test needs them: where present, the tests/data check also compares them with tests/data/SHA256SUMS.
 SHARED_DATA = Path(os.environ.get("CAGELIB_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 
 
+def unpack_test_data(target: Path) -> Path:
+    """tests/data copied to ``target`` with every ``*.gz`` decompressed (``walk.bvh.gz`` -> ``walk.bvh``):
+    the layout of the releases (``bandai-motion/dataset-N/{cfg,data}``, ``egait-samples``)."""
+    for source in sorted(TEST_DATA.rglob("*")):
+        if not source.is_file() or source.parent == TEST_DATA:  # tests/data/README.md stays behind
+            continue
+        dest = target / source.relative_to(TEST_DATA)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if source.suffix == ".gz":
+            with gzip.open(source, "rb") as f:
+                dest.with_suffix("").write_bytes(f.read())
+        else:
+            shutil.copyfile(source, dest)
+    return target
+
+
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    """The real-data folder; skips the test (saying where it looked) when it is absent."""
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"real data folder not found at {SHARED_DATA} (set CAGELIB_SHARED_DATA to use another)")
-    return SHARED_DATA
+def shared_data(tmp_path_factory) -> Path:
+    """A real-data folder laid out like ../shared/data, holding the files of tests/data (unpacked once
+    per session into a temporary folder): always present, never skips."""
+    return unpack_test_data(tmp_path_factory.mktemp("real-data"))
 
 
 @pytest.fixture
@@ -45,6 +64,8 @@ def bandai_subset(shared_data, tmp_path):
             for name in names:
                 for suffix in (".bvh", ".json"):
                     file = f"{dataset}_{name}{suffix}"
+                    if not (source / "data" / file).is_file():
+                        raise FileNotFoundError(f"{file}: not among the real test files (tests/data/README.md)")
                     (root / dataset / "data" / file).symlink_to(source / "data" / file)
         return root
 

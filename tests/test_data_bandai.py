@@ -9,9 +9,10 @@ import pytest
 
 from cagelib.data import EMOTION_LABEL_NAMES, GaitSet, emotion_clips, load_bandai, load_embedded, read_bvh
 
+# Real clips in tests/data (tests/data/README.md).
 CLIPS = {
-    "dataset-1": ["walk_happy_001", "walk_normal_002", "bow_active_001", "run_sad_001"],
-    "dataset-2": ["walk_normal_001", "walk-turn-left_active_001"],
+    "dataset-1": ["walk_normal_002", "byebye_angry_001", "dash_sad_001", "run_masculinity_001"],
+    "dataset-2": ["walk-turn-right_normal_001", "walk-turn-left_exhausted_038"],
 }
 
 
@@ -22,15 +23,16 @@ def test_load_bandai_names_labels_and_units(bandai_subset):
     assert gs.label_names == EMOTION_LABEL_NAMES == ("neutral", "happy", "sad", "angry")
     rows = list(zip(gs.meta["dataset"], gs.meta["clip_id"], gs.meta["content"], gs.meta["style"], gs.labels))
     assert rows == [
-        ("dataset-1", "bow_active_001", "bow", "active", -1),
-        ("dataset-1", "run_sad_001", "run", "sad", 2),
-        ("dataset-1", "walk_happy_001", "walk", "happy", 1),
+        ("dataset-1", "byebye_angry_001", "byebye", "angry", 3),
+        ("dataset-1", "dash_sad_001", "dash", "sad", 2),
+        ("dataset-1", "run_masculinity_001", "run", "masculinity", -1),
         ("dataset-1", "walk_normal_002", "walk", "normal", 0),
-        ("dataset-2", "walk-turn-left_active_001", "walk-turn-left", "active", -1),
-        ("dataset-2", "walk_normal_001", "walk", "normal", -1),  # dataset-2 styles are not emotions by default
+        ("dataset-2", "walk-turn-left_exhausted_038", "walk-turn-left", "exhausted", -1),
+        # dataset-2 styles are not emotions by default
+        ("dataset-2", "walk-turn-right_normal_001", "walk-turn-right", "normal", -1),
     ]
-    assert len(set(gs.meta["group"])) == 6 and gs.meta["group"][5] == "dataset-2/walk_normal_001"
-    x, _ = read_bvh(root / "dataset-1/data/dataset-1_run_sad_001.bvh")
+    assert len(set(gs.meta["group"])) == 6 and gs.meta["group"][5] == "dataset-2/walk-turn-right_normal_001"
+    x, _ = read_bvh(root / "dataset-1/data/dataset-1_dash_sad_001.bvh")
     np.testing.assert_array_equal(gs.positions[1], x)
     both = load_bandai(root, emotion_datasets=("dataset-1", "dataset-2"))
     assert both.labels[5] == 0
@@ -38,10 +40,11 @@ def test_load_bandai_names_labels_and_units(bandai_subset):
 
 def test_content_filters(bandai_subset):
     root = bandai_subset(CLIPS)
-    walks = load_bandai(root, contents=("walk",))
-    assert set(walks.meta["content"]) == {"walk"} and len(walks) == 3
+    walks = load_bandai(root, contents=("walk", "walk-turn-left"))
+    assert set(walks.meta["content"]) == {"walk", "walk-turn-left"} and len(walks) == 2
     mixed = load_bandai(root, contents={"dataset-1": ("run",), "dataset-2": None})
-    assert list(mixed.meta["clip_id"]) == ["run_sad_001", "walk-turn-left_active_001", "walk_normal_001"]
+    assert list(mixed.meta["clip_id"]) == ["run_masculinity_001", "walk-turn-left_exhausted_038",
+                                           "walk-turn-right_normal_001"]
     only_d2 = load_bandai(root, datasets=("dataset-2",))
     assert set(only_d2.meta["dataset"]) == {"dataset-2"}
 
@@ -55,14 +58,14 @@ def test_names_from_file_name_when_cfg_is_missing(bandai_subset):
 
 
 def test_mismatched_annotation_is_an_error(bandai_subset):
-    root = bandai_subset({"dataset-1": ["walk_happy_001"]})
-    annotation = root / "dataset-1/data/dataset-1_walk_happy_001.json"
+    root = bandai_subset({"dataset-1": ["walk_normal_002"]})
+    annotation = root / "dataset-1/data/dataset-1_walk_normal_002.json"
     annotation.unlink()
     annotation.write_text(json.dumps({"content": 0, "style": 2}))  # style 2 = sad
-    with pytest.raises(ValueError, match=r"dataset-1_walk_happy_001\.json: says content='walk', style='sad'"):
+    with pytest.raises(ValueError, match=r"dataset-1_walk_normal_002\.json: says content='walk', style='sad'"):
         load_bandai(root, datasets=("dataset-1",))
     annotation.write_text("{broken")
-    with pytest.raises(ValueError, match=r"dataset-1_walk_happy_001\.json: bad annotation"):
+    with pytest.raises(ValueError, match=r"dataset-1_walk_normal_002\.json: bad annotation"):
         load_bandai(root, datasets=("dataset-1",))
 
 

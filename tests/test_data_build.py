@@ -1,12 +1,16 @@
 """The compact format, the build script, and the committed embedded file."""
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pytest
 
 from cagelib.data import GaitSet, load_bandai, load_compact, load_embedded, read_bvh, save_compact
 from cagelib.data.bandai import DEFAULT_QUANTUM, EMBEDDED_PATH
 from cagelib.data.build import build, main
+
+from conftest import REPO_ROOT as REPO, SHARED_DATA
 
 MAX_ERROR = DEFAULT_QUANTUM / 2 + 1e-6  # half a quantisation step, plus float32 rounding of ~10 m values
 
@@ -47,7 +51,8 @@ def test_compact_rejects_jumps_and_foreign_files(tmp_path):
 
 
 def test_build_on_three_clips(bandai_subset, tmp_path, capsys):
-    root = bandai_subset({"dataset-1": ["walk_sad_002", "kick_normal_001"], "dataset-2": ["walk_normal_003"]})
+    root = bandai_subset({"dataset-1": ["dash_sad_001", "byebye_angry_001"],
+                          "dataset-2": ["walk-turn-left_exhausted_038"]})
     report = build(root, tmp_path / "out" / "mini.npz")
     assert report["clips"] == 3 and report["max_abs_error_m"] <= MAX_ERROR
     built = load_embedded(tmp_path / "out" / "mini.npz")
@@ -78,7 +83,20 @@ def test_embedded_file_contents():
 
 def test_embedded_file_matches_the_bvh(shared_data):
     gs = load_embedded()
-    for dataset, clip_id in (("dataset-1", "walk_happy_001"), ("dataset-2", "walk-turn-right_youthful_010")):
+    for dataset, clip_id in (("dataset-1", "walk_normal_002"), ("dataset-2", "walk-turn-right_normal_001")):
         i = int(np.flatnonzero(gs.meta["group"] == f"{dataset}/{clip_id}")[0])
         x, _ = read_bvh(shared_data / "bandai-motion" / dataset / "data" / f"{dataset}_{clip_id}.bvh")
         assert np.abs(gs.positions[i] - x).max() <= MAX_ERROR
+
+
+def test_test_data_is_an_unmodified_copy_of_the_release(shared_data):
+    """Every real file in tests/data (unpacked) has the SHA-256 its original has in the release
+    (tests/data/SHA256SUMS, written from the release); where the release is at hand (../shared/data or
+    CAGELIB_SHARED_DATA), the originals are checked against the same sums. Never skips."""
+    sums = dict(line.split("  ")[::-1] for line in (REPO / "tests" / "data" / "SHA256SUMS").read_text().splitlines())
+    files = {str(p.relative_to(shared_data)) for p in shared_data.rglob("*") if p.is_file() and p.name != "LICENSE"}
+    assert files == set(sums) and len(files) >= 12
+    for name, digest in sums.items():
+        assert hashlib.sha256((shared_data / name).read_bytes()).hexdigest() == digest, name
+        if (SHARED_DATA / name).is_file():  # the release itself, when present
+            assert hashlib.sha256((SHARED_DATA / name).read_bytes()).hexdigest() == digest, SHARED_DATA / name

@@ -139,7 +139,7 @@ def test_user_format_object_array_needs_allow_pickle(tmp_path):
         ({"positions": np.zeros((7, 16, 3))}, "need a 'lengths' array"),
         ({"positions": np.zeros((7, 16, 3)), "lengths": np.array([3, 3])}, "lengths sum to 6, but positions has 7"),
         ({"positions": np.zeros((2, 5, 16, 3)), "lengths": np.array([3, 6])}, "lengths must be 2 values in 1..5"),
-        ({"positions": np.zeros((2, 5, 17, 3))}, r"positions must be \(T, 16, 3\)"),
+        ({"positions": np.zeros((2, 5, 17, 3))}, r"positions: has shape \(2, 5, 17, 3\); expected \(N, T, 16, 3\)"),
         ({"positions": np.full((2, 5, 16, 3), np.nan)}, "NaN"),
         ({"positions": np.zeros((2, 5, 16, 3)), "labels": np.array([0, 4]), "label_names": np.array(["a", "b"])},
          "label 4 of clip 1 is out of range"),

@@ -10,8 +10,8 @@ import pytest  # noqa: E402
 from matplotlib.colors import to_hex  # noqa: E402
 
 from cagelib.evaluate.metrics import EvalResult  # noqa: E402
-from cagelib.lab.figures import (plot_bone_lengths, plot_confusion, plot_loss_curves, plot_tsne,  # noqa: E402
-                                 save_figure, tsne_embedding)
+from cagelib.lab.figures import (clipped_error, plot_bone_lengths, plot_confusion, plot_loss_curves,  # noqa: E402
+                                 plot_per_class, plot_pretraining, plot_tsne, save_figure, tsne_embedding)
 from cagelib.lab.skeleton_plots import (SIDE_COLORS, bone_side, draw_skeleton, follow_root_track,  # noqa: E402
                                         plot_axes, sequence_length, skeleton_3d_plotly, skeleton_figure,
                                         skeleton_limits)
@@ -173,11 +173,58 @@ def test_curves_confusion_and_bone_lengths():
     np.testing.assert_allclose(spine, 1.0, rtol=1e-5)
 
 
+def test_per_class_error_bars_stay_inside_0_and_100_and_the_legend_is_readable():
+    agg = dict(label_names=["neutral", "sad"], per_class_mean=[5.0, 90.0], per_class_std=[20.0, 30.0],
+               balanced_mean=47.5)
+    evaluation = {"n_folds": 4, "results": {"linear": {"aggregate": agg},
+                                            "finetune": {"aggregate": {**agg, "per_class_mean": [0.0, 100.0]}}}}
+    np.testing.assert_allclose(clipped_error([5.0, 90.0], [20.0, 30.0]), [[5.0, 30.0], [20.0, 10.0]])
+    fig = plot_per_class(evaluation)
+    ax = fig.axes[0]
+    bars = [c for c in ax.containers if getattr(c, "errorbar", None) is not None]
+    assert len(bars) == 2
+    for container in bars:
+        ys = np.concatenate([np.asarray(seg)[:, 1] for seg in container.errorbar.lines[2][0].get_segments()])
+        assert ys.min() >= 0.0 and ys.max() <= 100.0
+    assert ax.get_ylim() == (0.0, 105.0) and ax.get_title() and ax.get_xlabel() and "%" in ax.get_ylabel()
+    legend = ax.get_legend()
+    assert min(t.get_fontsize() for t in legend.get_texts()) >= 9
+    assert any("balanced 48 %" in t.get_text() for t in legend.get_texts())
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    box, axes_box = legend.get_window_extent(renderer), ax.get_window_extent(renderer)
+    assert box.x0 >= axes_box.x1  # beside the axes: the legend covers no bar
+
+
+def test_pretraining_panels_have_their_own_legends_and_colours():
+    history = [{"epoch": e, "loss": 3.0 / e, "loss_cartesian": 1.0, "loss_spherical": 1.1, "loss_cross": 0.5,
+                "loss_positive": 0.7, "loss_base": 0.9, "acc": 0.1 * e, "retrieval_cartesian": 0.1,
+                "spread_cartesian": 0.2, "knn_cartesian": 0.5, "retrieval_spherical": 0.1,
+                "spread_spherical": 0.3, "knn_spherical": 0.4} for e in (1, 2, 3)]
+    init = {"epoch": 0, "chance": 0.01, "retrieval_cartesian": 0.05, "spread_cartesian": 0.1, "knn_cartesian": 0.4,
+            "retrieval_spherical": 0.05, "spread_spherical": 0.1, "knn_spherical": 0.3}
+    fig = plot_pretraining(history, init, title="pretraining")
+    loss_ax, accuracy_ax, health_ax = fig.axes
+    left = [line for a in (loss_ax, accuracy_ax) for line in a.get_lines()]
+    right = [line for line in health_ax.get_lines() if line.get_label() != "retrieval chance (1 / windows)"]
+    assert len(left) == 7 and len(right) == 6
+    left_colours = {to_hex(line.get_color()) for line in left}
+    right_colours = {to_hex(line.get_color()) for line in right}
+    assert len(left_colours) == 7 and left_colours.isdisjoint(right_colours)  # no colour names two curves
+    assert to_hex("grey") not in left_colours | right_colours
+    assert loss_ax.get_legend() is not None and health_ax.get_legend() is not None  # one legend per panel
+    assert len(loss_ax.get_legend().get_texts()) == 7 and len(health_ax.get_legend().get_texts()) == 7
+    assert 0.5 < loss_ax.get_xlim()[0] < 1  # the loss axis starts at epoch 1, where its data start
+    assert -0.5 < health_ax.get_xlim()[0] < 0  # the health axis at epoch 0 (before training)
+    for ax in (loss_ax, health_ax):
+        assert ax.get_title() and ax.get_xlabel() and ax.get_ylabel()
+
+
 def test_real_bandai_walk_stands_upright(shared_data):
     from cagelib.data.bandai import BANDAI_JOINT_MAP
     from cagelib.data.bvh import read_bvh
 
-    x, _ = read_bvh(shared_data / "bandai-motion" / "dataset-1" / "data" / "dataset-1_walk_sad_001.bvh",
+    x, _ = read_bvh(shared_data / "bandai-motion" / "dataset-1" / "data" / "dataset-1_walk_normal_002.bvh",
                     BANDAI_JOINT_MAP)
     fig = skeleton_figure(x, num_frames=4, view="side")
     for ax in fig.axes:  # drawn head above drawn feet in every panel: the vertical axis is y

@@ -80,21 +80,25 @@ def test_player_headless_slider_play_speed_and_samples():
         return samples[i], [f"s{i}-{k}" for k in range(len(samples[i]))]
 
     player = SkeletonPlayer(fps=30, sample_fn=sample_fn, num_samples=2, view="front")
-    assert calls == [0] and player.frame_slider.max == 29
+    assert calls == [0] and (player.frame_slider.min, player.frame_slider.max) == (1, 30)  # 1-based, as the titles
+    assert player.frame_slider.value == 1 and player.renderer.figure.axes[0].get_title() == "s0-0\nframe 1/30"
     png0 = player.image.value
     assert png0[:8] == b"\x89PNG\r\n\x1a\n"
-    player.frame_slider.value = 10
+    player.frame_slider.value = 11
     png10 = player.image.value
-    assert png10 != png0 and png10 == player.renderer.png(10)
-    player.play.value = 0  # the Play widget drives the slider (linked in the kernel: works headless)
-    assert player.frame_slider.value == 0 and player.image.value == png0  # cached frame, same bytes
+    assert png10 != png0 and png10 == player.renderer.png(10) and player.frame_index == 10
+    player.renderer.update(player.frame_index)  # the picture shown is that frame's: its title names the slider's value
+    assert player.renderer.figure.axes[0].get_title() == f"s0-0\nframe {player.frame_slider.value}/30"
+    player.play.value = 1  # the Play widget drives the slider (linked in the kernel: works headless)
+    assert player.frame_slider.value == 1 and player.image.value == png0  # cached frame, same bytes
     player.speed.value = 2.0
     assert player.play.interval == round(1000 / 60)
-    player.frame_slider.value = 20
+    player.frame_slider.value = 21
     player.sample_picker.value = 1  # new sample: 12 frames, the frame index is clamped
-    assert calls == [0, 1] and player.frame_slider.max == 11 and player.play.max == 11
-    assert player.frame_slider.value == 11 and len(player.renderer.figure.axes) == 2
+    assert calls == [0, 1] and player.frame_slider.max == 12 and player.play.max == 12
+    assert player.frame_slider.value == 12 and len(player.renderer.figure.axes) == 2
     assert player.image.value == player.renderer.png(11)
+    assert player.renderer.figure.axes[0].get_title() == "s1-0\nframe 12/12"
     with pytest.raises(ValueError, match="sample_fn"):
         SkeletonPlayer()
 
@@ -119,3 +123,35 @@ def test_ambiguity_views_and_player():
     assert 19 <= player.renderer.lengths[3] <= 20 and "speed up r=2" in player.renderer.titles
     assert player.image.value != before
     assert len(EDGES) == len(player.renderer.panels[0]["bones"])
+
+
+@pytest.mark.parametrize("view", ["3d", "front"])
+def test_panels_have_metre_axes_and_a_left_right_key(view):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.colors import to_hex
+
+    from cagelib.lab.skeleton_plots import SIDE_COLORS
+
+    fig = render_frame([walking(30), walking(20)], ["a", "b"], 3, view=view)
+    FigureCanvasAgg(fig).draw()
+    for ax in fig.axes:
+        axes = (ax.xaxis, ax.yaxis) + ((ax.zaxis,) if view == "3d" else ())
+        assert all("(m)" in axis.get_label_text() for axis in axes)
+        for axis in axes:  # tick labels in metres: numbers, not blank
+            labels = [t.get_text() for t in axis.get_ticklabels() if t.get_text()]
+            assert labels
+            [float(t.replace("\u2212", "-")) for t in labels]  # each a number (of metres)
+    (key,) = fig.legends
+    texts = {t.get_text(): to_hex(h.get_color()) for t, h in zip(key.get_texts(), key.legend_handles)}
+    assert texts["performer's left"] == SIDE_COLORS["left"] and texts["performer's right"] == SIDE_COLORS["right"]
+
+
+def test_3d_depth_ticks_name_z_not_the_plotted_minus_z():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    x = walking(30) + np.array([0.0, 0.0, 2.0], np.float32)  # the walker at z = 2 m (and more)
+    fig = render_frame([x], frame_index=0, follow_root=False)
+    FigureCanvasAgg(fig).draw()
+    ax = fig.axes[0]
+    values = [float(t.get_text().replace("\u2212", "-")) for t in ax.yaxis.get_ticklabels() if t.get_text()]
+    assert values and min(values) > 1.0  # z of the data, positive, although matplotlib's y axis holds -z

@@ -103,11 +103,13 @@ def test_ambiguity_browser_headless_picker_parameters_and_frames():
     assert player.renderer.titles[0] == "original" and len(player.renderer.figure.axes) == 6
     pngs = [player.frame_png(t) for t in (0, 10, 20, 30)]
     assert all(p[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs) and len(set(pngs)) == 4  # the figure moves
-    player.frame_slider.value = 10
-    assert player.image.value == pngs[1]
+    player.frame_slider.value = 11  # the slider is 1-based, as the titles: 11 draws frame index 10
+    assert player.image.value == pngs[1] and player.frame_index == 10
+    player.renderer.update(player.frame_index)  # the picture shown is that frame's: its title names the slider's value
+    assert player.renderer.figure.axes[0].get_title() == "original\nframe 11/40"
     np.testing.assert_allclose(player.renderer.sequences[0], follow_root_track(samples[0]))
     player.sample_picker.value = 1  # another gait: 30 frames
-    assert player.frame_slider.max == 29
+    assert player.frame_slider.max == 30
     np.testing.assert_allclose(player.renderer.sequences[0], follow_root_track(samples[1]))
     shear_before = player.renderer.sequences[5].copy()
     player.parameters["shear_amplitude"].value = 0.0  # no shear: the sheared panel equals the gait
@@ -129,3 +131,19 @@ def test_emotion_samples_offer_every_task_clip_walks_first():
     assert names[0] == "neutral: walk_normal_001" and names[7].startswith("happy: walk_")
     few, few_names = emotion_samples(window=32, per_class=2)
     assert len(few) == 8 and few_names[:2] == names[:2]
+
+
+def test_notebook_04_finetunes_with_the_short_recipe_below_the_papers_epochs():
+    """At the CPU default (3 epochs) the paper's SGD lr 0.001 calls every window the majority class; below
+    20 epochs the finetune rows use Adam lr 3e-3, batch 16, constant lr; 20 epochs give the paper's recipe."""
+    from cagelib.lab.evaluation import SHORT_FINETUNE
+
+    for protocol in ("finetune", "semi-supervised"):
+        short = EvalSettings().eval_config(protocol, "cartesian")
+        assert (short.optimizer, short.lr, short.batch_size, tuple(short.milestones), short.epochs) == (
+            SHORT_FINETUNE["optimizer"], SHORT_FINETUNE["lr"], SHORT_FINETUNE["batch_size"], (), 3)
+        paper = EvalSettings.paper().eval_config(protocol, "cartesian")
+        assert (paper.optimizer, paper.lr, paper.batch_size, tuple(paper.milestones), paper.epochs) == (
+            "sgd", 0.001, 32, (10,), 20)
+    linear = EvalSettings().eval_config("linear", "cartesian")
+    assert (linear.optimizer, linear.lr, tuple(linear.milestones)) == ("sgd", 30.0, (50, 70))  # the probe as before

@@ -76,7 +76,9 @@ def test_regular_install_carries_the_embedded_data(tmp_path):
     src.mkdir()
     for name in ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md"):
         shutil.copy(ROOT / name, src / name)
-    shutil.copytree(ROOT / "cagelib", src / "cagelib", ignore=shutil.ignore_patterns("__pycache__", "_data"))
+    shutil.copytree(ROOT / "cagelib", src / "cagelib", ignore=shutil.ignore_patterns("__pycache__", "_data",
+                                                                                 "_notebooks"))
+    shutil.copytree(ROOT / "notebooks", src / "notebooks", ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
     (src / "data").mkdir()
     shutil.copy(ROOT / "data" / "bandai.npz", src / "data" / "bandai.npz")
     target = tmp_path / "site"
@@ -97,6 +99,33 @@ def test_regular_install_carries_the_embedded_data(tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     count, where = run.stdout.split()
     assert int(count) == 819 and where == str(target / "cagelib" / "_data" / "bandai.npz")
+    # the notebooks travel too: `python -m cagelib.lab.reproduce` finds them in the installed package
+    shipped = sorted(p.name for p in (target / "cagelib" / "_notebooks").glob("*.ipynb"))
+    assert shipped == sorted(p.name for p in (ROOT / "notebooks").glob("*.ipynb"))
+    code = ("from cagelib.lab import reproduce as r; print(r.notebooks_dir()); "
+            "assert r.notebook_defaults('03_pretrain')['method']; "
+            "from cagelib.lab.settings import resolve_path; print(resolve_path('outputs/reproduce'))")
+    run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    notebooks, outputs = run.stdout.split()
+    assert notebooks == str(target / "cagelib" / "_notebooks")
+    assert outputs == str(tmp_path.resolve() / "outputs" / "reproduce")  # where the user is, not site-packages
+
+
+def test_an_installation_without_notebooks_says_how_to_get_them(monkeypatch, tmp_path):
+    from cagelib.lab import reproduce
+
+    monkeypatch.setattr(reproduce, "repo_root", lambda: tmp_path / "site-packages")
+    monkeypatch.setattr(reproduce, "PACKAGED_NOTEBOOKS", tmp_path / "site-packages" / "cagelib" / "_notebooks")
+    with pytest.raises(FileNotFoundError) as err:
+        reproduce.notebooks_dir()
+    message = str(err.value)
+    assert str(tmp_path / "site-packages" / "notebooks") in message and "_notebooks" in message
+    assert "pip install -e" in message and "pip install ." in message
+    with pytest.raises(SystemExit):
+        reproduce.main(["--out", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
 
 
 def test_missing_embedded_data_names_where_it_looked(monkeypatch, tmp_path):

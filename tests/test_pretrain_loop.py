@@ -153,6 +153,11 @@ def test_load_pretrained_is_strict(tmp_path):
     config = json.loads((other.run_dir / "config.json").read_text())
     config["model"]["width_multiplier"] = 0.5  # a config that no longer matches the weights
     (other.run_dir / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"belongs to another run than .*config.json.*settings that differ: \['model'\]"):
+        load_pretrained(other.run_dir)  # the checkpoint's own config says whose it is
+    state = torch.load(other.run_dir / "checkpoint.pt", weights_only=True)
+    state.pop("config")  # an older checkpoint without its config: the strict shape check still refuses it
+    torch.save(state, other.run_dir / "checkpoint.pt")
     with pytest.raises(ValueError, match="shape mismatches"):
         load_pretrained(other.run_dir)
     with pytest.raises(FileNotFoundError, match="config.json"):

@@ -38,10 +38,13 @@ def build(source: str | Path = DEFAULT_SOURCE, out: str | Path = EMBEDDED_PATH,
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m cagelib.data.build", description=__doc__.split("\n\n")[0])
     parser.add_argument("--source", default=str(DEFAULT_SOURCE),
-                        help="the Bandai release folder (holds dataset-1/, dataset-2/)")
-    parser.add_argument("--out", default=str(EMBEDDED_PATH), help="output .npz")
-    parser.add_argument("--quantum", type=float, default=DEFAULT_QUANTUM, help="metres per integer step")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+                        help="the Bandai release folder holding dataset-1/ and dataset-2/ "
+                             "(default: shared/data/bandai-motion)")
+    parser.add_argument("--out", default=str(EMBEDDED_PATH),
+                        help="the compact .npz file to write (default: data/bandai.npz, the embedded set)")
+    parser.add_argument("--quantum", type=float, default=DEFAULT_QUANTUM,
+                        help="metres per integer step of the compact format (default: 1e-4, 0.1 mm)")
+    parser.add_argument("--quiet", action="store_true", help="do not show the progress bar")
     args = parser.parse_args(argv)
     report = build(args.source, args.out, args.quantum, progress=not args.quiet)
     for key, value in report.items():

@@ -19,6 +19,7 @@ alone. This reader parses with ``str.split`` and runs the kinematics for all fra
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -27,6 +28,7 @@ import numpy as np
 
 from ..errors import DataFileError, JointMapError, NonFiniteError, first_nonfinite
 from ..skeleton import JOINT_NAMES, NUM_JOINTS
+from .files import require_file
 from .gaps import DEFAULT_MAX_GAP, apply_nan_policy, check_nan_policy
 
 # Bandai-Namco-Research-Motiondataset bone -> cagelib joint name. The side comes from the names in
@@ -207,9 +209,7 @@ def _motion_values(lines: list[str], first: int, n_frames: int, n_channels: int,
 
 def read_bvh_clip(path: str | Path, nan_policy: str = "reject", max_gap: int = DEFAULT_MAX_GAP) -> BVHClip:
     """Read and parse one ``.bvh`` file (UTF-8, or Latin-1 when it is not UTF-8); see ``parse_bvh``."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
+    path = require_file(path, "a .bvh file")
     raw = path.read_bytes()
     if b"\0" in raw:
         raise DataFileError(path, None, "is a binary file (it contains NUL bytes), not BVH text")
@@ -272,22 +272,88 @@ def forward_kinematics(clip: BVHClip, end_sites: bool = False) -> np.ndarray:
     return np.concatenate([pos, np.stack(ends, axis=1)], axis=1)
 
 
-def resolve_joint_map(joint_map: Mapping[str, str | int], names: list[str], path: str = "<string>") -> np.ndarray:
-    """BVH joint index for each of the 16 cagelib joints, from ``{bvh name: cagelib name or index}``."""
-    index = np.full(NUM_JOINTS, -1)
+JOINT_MAP_HINT = 'a joint map is a JSON object {"<BVH joint>": "<cagelib joint name or index 0..15>", ...}'
+
+
+def check_joint_map(joint_map, source: str | Path = "joint map") -> dict[str, int]:
+    """``{BVH joint name: cagelib joint index}`` from ``{BVH joint name: cagelib joint name or index}``.
+
+    Checked, before any file is read: a mapping with string keys; each value one of
+    ``cagelib.skeleton.JOINT_NAMES`` or an integer index 0..15; no cagelib joint given twice; all 16
+    mapped. Errors are ``DataFileError`` (``JointMapError``, also a ``KeyError``, for an unknown joint
+    name) naming ``source`` (the BVH or map file), the entry and the problem.
+    """
+    if not isinstance(joint_map, Mapping):
+        raise DataFileError(source, None, f"joint map must be a mapping {{BVH joint: cagelib joint}}, got "
+                            f"{type(joint_map).__name__}", JOINT_MAP_HINT)
+    out: dict[str, int] = {}
+    taken: dict[int, str] = {}
     for bvh_name, target in joint_map.items():
-        j = JOINT_NAMES.index(target) if isinstance(target, str) else int(target)
+        item = f"joint map entry {bvh_name!r}"
+        if not isinstance(bvh_name, str):
+            raise DataFileError(source, item, f"BVH joint names are strings, got {type(bvh_name).__name__}")
+        if isinstance(target, str):
+            if target not in JOINT_NAMES:
+                raise JointMapError(source, item, f"{target!r} is not a cagelib joint; the valid names are "
+                                    f"{', '.join(JOINT_NAMES)} (or an index 0..{NUM_JOINTS - 1})")
+            j = JOINT_NAMES.index(target)
+        elif isinstance(target, (int, np.integer)) and not isinstance(target, (bool, np.bool_)):
+            if not 0 <= target < NUM_JOINTS:
+                raise DataFileError(source, item, f"joint index {target} is out of range: cagelib joints are "
+                                    f"0..{NUM_JOINTS - 1} ({', '.join(f'{k} {n}' for k, n in enumerate(JOINT_NAMES))})")
+            j = int(target)
+        else:
+            raise DataFileError(source, item, f"{target!r} ({type(target).__name__}) is neither a cagelib joint "
+                                f"name nor an index 0..{NUM_JOINTS - 1}")
+        if j in taken:
+            raise DataFileError(source, None, f"joint map sends two BVH joints to {JOINT_NAMES[j]!r}: "
+                                f"{taken[j]!r} and {bvh_name!r}")
+        taken[j] = bvh_name
+        out[bvh_name] = j
+    missing = [JOINT_NAMES[j] for j in range(NUM_JOINTS) if j not in taken]
+    if missing:
+        raise DataFileError(source, None, f"joint map leaves cagelib joints unmapped: {missing}")
+    return out
+
+
+_JSON_TYPES = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "true/false",
+               type(None): "null"}
+
+
+def read_joint_map(path: str | Path) -> dict[str, str | int]:
+    """A joint map from a JSON file ``{"<BVH joint>": "<cagelib joint name or index>", ...}``, checked
+    (``check_joint_map``). Every problem (no file, a directory, not JSON, not an object, an unknown
+    joint, an index out of range, a joint unmapped) is an error naming the file, the entry and the
+    problem."""
+    path = require_file(path, "a JSON joint map file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise DataFileError(path, None, "is not UTF-8 text", JOINT_MAP_HINT) from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        ends_early = err.pos >= len(text.rstrip())
+        problem = f"not valid JSON ({err.msg}{'; the file ends early: truncated?' if ends_early else ''})"
+        raise DataFileError(path, f"line {err.lineno} column {err.colno}", problem, JOINT_MAP_HINT) from None
+    if not isinstance(data, dict):
+        raise DataFileError(path, None, f"holds {_JSON_TYPES.get(type(data), type(data).__name__)}, expected a "
+                            "JSON object", JOINT_MAP_HINT)
+    check_joint_map(data, path)
+    return data
+
+
+def resolve_joint_map(joint_map: Mapping[str, str | int], names: list[str], path: str = "<string>") -> np.ndarray:
+    """BVH joint index for each of the 16 cagelib joints, from ``{bvh name: cagelib name or index}``
+    (checked by ``check_joint_map``; every BVH name must occur once in ``names``)."""
+    index = np.full(NUM_JOINTS, -1)
+    for bvh_name, j in check_joint_map(joint_map, path).items():
         if bvh_name not in names:
             raise JointMapError(path, None, f"joint map names {bvh_name!r}, which is not in the file ({names})")
         if names.count(bvh_name) > 1:
             raise DataFileError(path, None, f"joint map names {bvh_name!r}, which the file has {names.count(bvh_name)} "
                                 "times")
-        if index[j] >= 0:
-            raise DataFileError(path, None, f"joint map sends two BVH joints to {JOINT_NAMES[j]!r}")
         index[j] = names.index(bvh_name)
-    missing = [JOINT_NAMES[j] for j in range(NUM_JOINTS) if index[j] < 0]
-    if missing:
-        raise DataFileError(path, None, f"joint map leaves cagelib joints unmapped: {missing}")
     return index
 
 
@@ -301,13 +367,15 @@ def read_bvh(
     """A BVH clip as 16-joint positions: ``(float32 (T, 16, 3), fps)``.
 
     ``joint_map`` sends BVH joint names to cagelib joint names (``cagelib.skeleton.JOINT_NAMES``) or
-    indices; every one of the 16 joints must be mapped. ``scale`` multiplies the file's units (the
+    indices; every one of the 16 joints must be mapped (``check_joint_map``, before the file is read;
+    ``read_joint_map`` reads one from a JSON file). ``scale`` multiplies the file's units (the
     default turns Bandai centimetres into metres; pass 1.0 to keep them). ``nan_policy``, ``max_gap``:
     NaN / inf channel values are an error, or short gaps are interpolated (``cagelib.data.gaps``).
     Every problem is a ``DataFileError`` naming the file (and the line or frame).
     """
     if not (np.isfinite(scale) and scale > 0):
         raise ValueError(f"scale must be a finite number > 0, got {scale}")
+    check_joint_map(joint_map, str(path))  # a bad map is named before the file is parsed
     clip = read_bvh_clip(path, nan_policy, max_gap)
     index = resolve_joint_map(joint_map, clip.names, str(path))
     with np.errstate(over="ignore", invalid="ignore"):

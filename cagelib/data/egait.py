@@ -4,7 +4,9 @@ Layout (the STEP / E-Gait release): a features file with one dataset per gait, k
 as ``"002_Sad_positions.csv"``, value ``T x 48`` (16 joints x xyz in ``cagelib.skeleton`` order,
 float64), and a labels file with one scalar integer per gait under the same key. Part I is
 ``features.h5`` / ``labels.h5`` (342 gaits), Part II ``features_ELMD.h5`` / ``labels_ELMD.h5`` (1,835).
-Gaits have different lengths; the files store the root at the origin in every frame.
+Gaits have different lengths; the files store the root at the origin in every frame. A gait stored
+the other way round is an error naming it: ``(48, T)`` by its shape, a square ``(48, 48)`` one when
+its columns, not its rows, form a rigid skeleton (bone lengths constant over the frames).
 
 Label names: the files store only integers 0..3. Which emotion each integer means is not recorded in
 the files and the public releases disagree (STEP issue 11), so the mapping is the ``label_names``
@@ -22,7 +24,8 @@ import h5py
 import numpy as np
 
 from ..errors import CagelibError, DataFileError, NonFiniteError, first_nonfinite
-from ..skeleton import NUM_JOINTS
+from ..skeleton import NUM_JOINTS, bone_lengths
+from .files import require_file
 from .gaps import DEFAULT_MAX_GAP, apply_nan_policy, check_nan_policy
 from .gaitset import GaitSet
 
@@ -33,8 +36,7 @@ FILENAME_LABEL_NAMES: tuple[str, ...] = ("happy", "angry", "sad", "neutral")
 
 
 def _read_h5(path: Path) -> dict[str, np.ndarray]:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
+    require_file(path, "an HDF5 file (.h5)")
     key = None
     try:
         with h5py.File(path, "r") as f:
@@ -55,7 +57,17 @@ def _gait(value: np.ndarray, key: str, path: Path, nan_policy: str, max_gap: int
     x = np.asarray(value)
     if x.dtype.kind not in "iuf":
         raise DataFileError(path, None, f"gait {key!r} must hold real numbers, got dtype {x.dtype}")
-    if x.ndim == 2 and x.shape[1] == NUM_JOINTS * 3:
+    row = NUM_JOINTS * 3
+    if x.ndim == 2 and x.shape[0] == row and x.shape[1] not in (0, row):
+        raise DataFileError(path, None, f"gait {key!r} has shape {x.shape}: it looks transposed ({row} rows = 16 "
+                            f"joints x xyz, {x.shape[1]} columns); expected (T, {row}), one row per frame",
+                            "store the transpose (frames along the first axis)")
+    if x.shape == (row, row) and _looks_transposed(x):
+        raise DataFileError(path, None, f"gait {key!r} is stored transposed: a {row} x {row} array whose bone "
+                            f"lengths are consistent down its columns (median variation "
+                            f"{_bone_variation(x.T):.1%}) but not along its rows ({_bone_variation(x):.0%}); "
+                            f"expected (T, {row}), one row per frame", "store the transpose")
+    if x.ndim == 2 and x.shape[1] == row:
         x = x.reshape(len(x), NUM_JOINTS, 3)  # (T, 48) -> (T, 16, 3)
     if x.ndim != 3 or x.shape[1:] != (NUM_JOINTS, 3) or len(x) == 0:
         raise DataFileError(path, None, f"gait {key!r} has shape {np.shape(value)}, expected (T, 48) with T >= 1")
@@ -69,6 +81,25 @@ def _gait(value: np.ndarray, key: str, path: Path, nan_policy: str, max_gap: int
     if not np.isfinite(out).all():
         raise DataFileError(path, None, f"gait {key!r} has values too large for float32")
     return out
+
+
+def _bone_variation(rows: np.ndarray) -> float:
+    """Median over the skeleton's bones of (std / mean) of the bone's length over the frames of a
+    ``(T, 48)`` array: 0.1-0.3 % for the real E-Gait samples, ~40 % for noise, >100 % for a transposed gait."""
+    with np.errstate(all="ignore"):
+        lengths = bone_lengths(np.asarray(rows, dtype=np.float64).reshape(len(rows), NUM_JOINTS, 3))
+        variation = lengths.std(axis=0) / lengths.mean(axis=0)
+    variation = variation[np.isfinite(variation)]
+    return float(np.median(variation)) if variation.size else float("inf")
+
+
+def _looks_transposed(x: np.ndarray) -> bool:
+    """A square (48, 48) gait is ambiguous by shape: it is transposed when its columns, read as frames,
+    form a rigid skeleton (bones vary < 10 %) and its rows do not (bones vary 4 x more)."""
+    if not np.isfinite(x).all():
+        return False
+    as_columns = _bone_variation(x.T)
+    return as_columns < 0.1 and _bone_variation(x) > 4 * as_columns
 
 
 def _label(value: np.ndarray, key: str, path: Path, n_names: int) -> int:

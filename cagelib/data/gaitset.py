@@ -30,9 +30,13 @@ import numpy as np
 from ..atomic import atomic_savez
 from ..errors import CagelibError, DataFileError
 from ..skeleton import NUM_JOINTS
+from .files import require_file
 from .gaps import DEFAULT_MAX_GAP, apply_nan_policy, check_nan_policy
 
 _RESERVED = ("positions", "lengths", "labels", "label_names", "fps", "units")
+POSITION_LAYOUTS = ("(N, T, 16, 3) zero-padded clips (with an optional 'lengths'), (frames, 16, 3) clips "
+                    "concatenated along time with 'lengths', or either with the last two axes as 48 "
+                    "(16 joints x xyz)")
 
 
 @dataclass(repr=False, eq=False)
@@ -201,9 +205,7 @@ def load_user_data(path: str | Path, allow_pickle: bool = False, nan_policy: str
     clip interpolated (``"interpolate"``, ``cagelib.data.gaps``).
     """
     check_nan_policy(nan_policy, max_gap)
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
+    path = require_file(path, "an .npz file")
     if not zipfile.is_zipfile(path):
         raise DataFileError(path, None, "cannot be read as .npz (not a zip archive)")
     data, member = {}, None
@@ -284,6 +286,9 @@ def _gaitset_from_arrays(data: dict[str, np.ndarray], nan_policy: str = "reject"
             raise DataFileError(None, "positions", f"positions must be real numbers, got dtype {pos.dtype}")
         if pos.shape[-1:] == (NUM_JOINTS * 3,):
             pos = pos.reshape(*pos.shape[:-1], NUM_JOINTS, 3)
+        if pos.ndim not in (3, 4) or pos.shape[-2:] != (NUM_JOINTS, 3):
+            raise DataFileError(None, "positions", f"has shape {data['positions'].shape}; expected "
+                                f"{POSITION_LAYOUTS}")
         if pos.ndim == 4:  # (N, T, 16, 3), zero-padded
             if lengths is None:
                 lengths = np.full(len(pos), pos.shape[1])
@@ -293,15 +298,13 @@ def _gaitset_from_arrays(data: dict[str, np.ndarray], nan_policy: str = "reject"
             clips = [pos[i, : int(n)] for i, n in enumerate(lengths)]
         elif pos.ndim == 3:  # (sum T_i, 16, 3) + lengths
             if lengths is None:
-                raise DataFileError(None, "positions", "positions of shape (frames, 16, 3) need a 'lengths' array "
-                                    "(one clip per entry)")
+                raise DataFileError(None, "positions", f"has shape {data['positions'].shape}: (frames, 16, 3) positions need a "
+                                    "'lengths' array saying where each clip ends", "add lengths (frames per clip), "
+                                    "or store positions as (N, T, 16, 3)")
             if int(np.sum(lengths)) != len(pos):
                 raise DataFileError(None, "lengths", f"lengths sum to {int(np.sum(lengths))}, but positions has "
                                     f"{len(pos)} frames")
             clips = split_clips(pos, lengths)
-        else:
-            raise DataFileError(None, "positions", f"positions must be (N, T, 16, 3) or (frames, 16, 3) with "
-                                f"lengths, got {pos.shape}")
     n = len(clips)
     labels, label_names = _labels(data, n)
     meta = {}

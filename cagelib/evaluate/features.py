@@ -177,12 +177,40 @@ def check_labels(y, name: str, n: int, num_classes: int | None = None) -> torch.
     return y
 
 
+EMPTY_WHY = {"train_x": "no training windows", "test_x": "no test windows"}
+EMPTY_HINT = ("this happens when a fold or split has no clips on that side (fewer clips than folds, or a label "
+              "subset that kept none) or when every clip there is shorter than a window and was dropped "
+              "(short='drop')")
+
+
+def check_not_empty(x, name: str, source: str | None = None) -> None:
+    """``CagelibError("<source>: <name>", ..., "is empty: no test windows", why)`` when ``x`` has no rows."""
+    if len(x) == 0:
+        item = name if source is None else f"{source}: {name}"
+        raise CagelibError(None, item, f"is empty: {EMPTY_WHY.get(name, 'no windows')}",
+                           EMPTY_HINT + "; check the folds (evaluate_folds names the fold and the task)")
+
+
+def check_k(k, n_train: int, source: str) -> int:
+    """The neighbours a k-NN uses: ``k`` must be a whole number >= 1 (``CagelibError`` naming ``source`` and
+    ``k`` otherwise); a ``k`` above the training set's size ``n_train`` is clamped to ``n_train`` (every
+    training sample votes; the documented rule of ``knn_predict`` and ``knn_eval``)."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise CagelibError(source, "k", f"must be a whole number >= 1 (the neighbours that vote), got {k!r}")
+    if k < 1:
+        raise CagelibError(source, "k", f"must be >= 1 (the neighbours that vote), got {k}")
+    return int(min(k, n_train))
+
+
 def prepare_data(train_x, train_y, test_x, test_y, num_classes: int | None, label_names, x_ndim: int = 4):
     """Validate a train/test pair; infer ``num_classes`` (from ``label_names`` or the labels) and names.
 
-    Returns ``(train_x, train_y, test_x, test_y, num_classes, label_names)`` as tensors and a tuple.
+    Returns ``(train_x, train_y, test_x, test_y, num_classes, label_names)`` as tensors and a tuple. An
+    empty side is a ``CagelibError`` naming it (``check_not_empty``).
     """
     train_x, test_x = as_float_tensor(train_x, "train_x", x_ndim), as_float_tensor(test_x, "test_x", x_ndim)
+    check_not_empty(train_x, "train_x")
+    check_not_empty(test_x, "test_x")
     if num_classes is None:
         num_classes = len(label_names) if label_names is not None else int(max(
             torch.as_tensor(np.asarray(train_y)).max(), torch.as_tensor(np.asarray(test_y)).max())) + 1
@@ -208,11 +236,13 @@ def knn_predict(
 
     ``temperature`` set: each of the k neighbours votes with weight ``exp(sim / temperature)``
     (the instance-discrimination k-NN monitor). ``None``: plain majority, ties broken by the summed
-    similarity of the tied classes.
+    similarity of the tied classes. ``k`` must be >= 1; above the training set's size it is clamped to
+    it (``check_k``).
     """
     check_finite_rows(train_features, "train features")
     check_finite_rows(test_features, "test features")
-    k = min(k, train_features.shape[0])
+    check_not_empty(train_features, "train features", "knn_predict")
+    k = check_k(k, train_features.shape[0], "knn_predict")
     train = nn.functional.normalize(train_features.float(), dim=1)  # (N_train, F)
     test = nn.functional.normalize(test_features.float(), dim=1)  # (N_test, F)
     train_labels = train_labels.to(train.device)

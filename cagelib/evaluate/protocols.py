@@ -25,8 +25,9 @@ from torch import nn
 from ..data.splits import stratified_holdout, stratified_subset
 from ..device import module_device, resolve_device
 from .classifier import encoder_with_head, fit_classifier, init_linear_head, predict
-from .features import (as_float_tensor, check_labels, extract_features, knn_predict, make_input_transform,
-                       prepare_data)
+from ..errors import CagelibError
+from .features import (EMPTY_HINT, as_float_tensor, check_k, check_labels, check_not_empty, extract_features,
+                       knn_predict, make_input_transform, prepare_data)
 from .metrics import EvalResult, prediction_result
 from .supervised import SupervisedConfig, supervised_reference
 
@@ -209,6 +210,8 @@ def semi_supervised_eval(encoder: nn.Module, train_x, train_y, test_x, test_y, f
     ``train_groups`` (clip of each window) the fraction is of clips, drawn whole."""
     config = config or EvalConfig.paper("semi-supervised")
     train_x = as_float_tensor(train_x, "train_x", 4)
+    check_not_empty(train_x, "train_x")
+    check_not_empty(test_y, "test_x")
     train_y = check_labels(train_y, "train_y", train_x.shape[0])
     keep = stratified_subset(train_y.numpy(), fraction, config.seed, train_groups)
     if num_classes is None and label_names is None:  # infer from all labels, not just the subset
@@ -248,8 +251,11 @@ def knn_eval(encoder: nn.Module | None, train_x, train_y, test_x, test_y, k: int
              num_classes: int | None = None, label_names: Sequence[str] | None = None,
              test_groups=None) -> EvalResult:
     """k-NN on cosine similarity of frozen features: a fast check, no training. With
-    ``encoder=None``, ``train_x``/``test_x`` are features ``(N, F)``; see ``features.knn_predict``."""
+    ``encoder=None``, ``train_x``/``test_x`` are features ``(N, F)``; see ``features.knn_predict``.
+    ``k`` must be a whole number >= 1 (else a ``CagelibError``); a ``k`` larger than the training set is
+    clamped to its size (every training window votes) and the result's config records ``k_used``."""
     config = config or EvalConfig.paper("knn")
+    check_k(k, 1, "knn_eval")  # the type and k >= 1, before any work
     train_x, train_y, test_x, test_y, num_classes, names = prepare_data(
         train_x, train_y, test_x, test_y, num_classes, label_names, x_ndim=4 if encoder is not None else 2)
     device = resolve_device(config.device)
@@ -264,6 +270,8 @@ def knn_eval(encoder: nn.Module | None, train_x, train_y, test_x, test_y, k: int
     config = replace(config, protocol="knn")
     result = _result(config, preds, test_y, names, history, int(train_x.shape[0]), test_groups=test_groups)
     result.config.update(k=k, temperature=temperature)
+    if k > train_x.shape[0]:  # clamped (check_k): say how many voted
+        result.config["k_used"] = int(train_x.shape[0])
     return result
 
 
@@ -277,7 +285,13 @@ def evaluate_folds(encoder: nn.Module, task, folds, protocol: str, config: EvalC
     if protocol not in FOLD_PROTOCOLS:
         raise ValueError(f"evaluate_folds: protocol must be one of {FOLD_PROTOCOLS}, got {protocol!r}")
     results = []
-    for train, test in folds:
+    for i, (train, test) in enumerate(folds):
+        for side, windows in (("training", train), ("test", test)):
+            if len(windows) == 0:
+                count = f" of {len(folds)}" if hasattr(folds, "__len__") else ""
+                raise CagelibError(f"task {getattr(task, 'name', '?')!r}", f"fold {i}{count} (counted from 0)",
+                                   f"the {side} windows are empty (of {len(task.y)} task windows, {len(train)} "
+                                   f"train and {len(test)} test)", EMPTY_HINT)
         args = (task.x[train], task.y[train], task.x[test], task.y[test])
         kw = dict(config=config, label_names=task.label_names, test_groups=task.groups[test])
         if protocol == "linear":

@@ -22,13 +22,21 @@ majority class              always the most frequent training class: the floor
 Each cell is window top-1, balanced accuracy (mean per-class recall) and clip accuracy (majority vote
 of a clip's windows), in %, as mean +- std over seeds of each seed's mean over folds. Seeds run in
 parallel processes with one torch thread each (the brief's rule for a 2-core machine); a seed's result
-does not depend on which process ran it.
+does not depend on which process ran it. The workers die with the process that started them (also when
+it is SIGKILLed: ``run_jobs``), and check the output folder's run token before they write, so a worker of
+an earlier run never writes into a later run's folder.
 """
 from __future__ import annotations
 
+import ctypes
 import json
+import os
 import shutil
+import signal
+import sys
+import threading
 import time
+import uuid
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from multiprocessing import get_context
@@ -131,8 +139,9 @@ def corpus_groups(tasks, gs) -> list[list[str]]:
     return list(by_corpus.values())
 
 
-def run_seed(config: ComparisonConfig, seed: int) -> dict:
-    """Everything of one seed: ``{"tasks": {task: {row: fold means}}, "health": ..., "seconds": ...}``."""
+def run_seed(config: ComparisonConfig, seed: int, token: str | None = None) -> dict:
+    """Everything of one seed: ``{"tasks": {task: {row: fold means}}, "health": ..., "seconds": ...}``.
+    ``token``: the output folder's run token (``prepare_output``), checked before each pretraining."""
     torch.set_num_threads(1)
     started, out = time.time(), {"tasks": {}, "health": {}, "pretrain_seconds": {}}
     gs = embedded_set()
@@ -143,6 +152,7 @@ def run_seed(config: ComparisonConfig, seed: int) -> dict:
         pcfg = pretrain_config(settings, Path(config.out) / f"seed{seed}" / f"pretrain_{'+'.join(tasks)}",
                                progress=False)
         random_init = build_model(pcfg)  # the weights the pretraining starts from
+        check_output(config.out, token)
         t0 = time.time()
         result = pretrain(pcfg, first.pretrain_x, pcfg.run_dir, health_labels=health_labels(first))
         out["pretrain_seconds"]["+".join(tasks)] = time.time() - t0
@@ -163,9 +173,10 @@ def run_seed(config: ComparisonConfig, seed: int) -> dict:
 
 def _seed_job(args) -> dict:
     """``run_seed`` in a worker; its result is also saved at once (``seed<s>/result.json``), so a failure
-    after it (another seed, the table) loses no finished seed."""
-    config, seed = args
-    result = run_seed(config, seed)
+    after it (another seed, the table) loses no finished seed. ``args``: ``(config, seed[, token])``."""
+    config, seed, token = (*args, None)[:3]
+    result = run_seed(config, seed, token)
+    check_output(config.out, token)
     atomic_write_json(Path(config.out) / f"seed{seed}" / "result.json", result)
     return result
 
@@ -173,9 +184,15 @@ def _seed_job(args) -> dict:
 MARKER = ".cagelib-output"  # written into every folder this module fills: a later run may replace it
 
 
+class OutputReplacedError(RuntimeError):
+    """The output folder now belongs to a later run: a worker of an earlier one must not write there."""
+
+
 def prepare_output(path: str | Path) -> Path:
     """An empty output folder at ``path``. A folder left by an earlier run of this module (it holds
-    ``MARKER``) is replaced, and that is said in one line; any other non-empty folder is refused."""
+    ``MARKER``) is replaced, and that is said in one line; any other non-empty folder is refused.
+    ``MARKER`` holds a fresh run token (``output_token``): workers of an earlier run check it before they
+    write, so they never write into this run's folder."""
     out = Path(path)
     if out.exists() and any(out.iterdir()):
         if not (out / MARKER).is_file():
@@ -183,21 +200,109 @@ def prepare_output(path: str | Path) -> Path:
         print(f"Replacing the previous results in {out}")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / MARKER).write_text("written by cagelib.lab; the next run with this output folder replaces it\n")
+    atomic_write_text(out / MARKER, "written by cagelib.lab; the next run with this output folder replaces it\n"
+                                    f"run {uuid.uuid4().hex}\n")
     return out
 
 
+def output_token(out: str | Path) -> str | None:
+    """The run token in ``out``'s ``MARKER`` (None: no marker, or one written before tokens)."""
+    try:
+        lines = (Path(out) / MARKER).read_text().splitlines()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return next((line.split(" ", 1)[1] for line in lines if line.startswith("run ")), None)
+
+
+def check_output(out: str | Path, token: str | None) -> None:
+    """Raise ``OutputReplacedError`` when ``out`` no longer holds the run token ``token`` (None: no check)."""
+    if token is not None and output_token(out) != token:
+        raise OutputReplacedError(f"{out}: the output folder was removed or replaced by another run while this "
+                                  f"worker (pid {os.getpid()}) of an earlier run was working; it stops without "
+                                  "writing there")
+
+
+def check_seeds(seeds, source: str = "seeds") -> None:
+    """Seeds are distinct integers >= 0 (one pretraining folder per seed): a ``ValueError`` naming ``source``."""
+    seeds = list(seeds)
+    if not seeds:
+        raise ValueError(f"{source}: no seed given")
+    for seed in seeds:
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"{source}: {seed!r} is not an integer >= 0")
+    twice = sorted({s for s in seeds if seeds.count(s) > 1})
+    if twice:
+        raise ValueError(f"{source}: {twice[0]} is given twice; each seed is one pretraining, give it once")
+
+
+# ---------------------------------------------------------------- seed workers that die with their parent
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _worker_init(parent: int) -> None:
+    """Initializer of a seed worker: it dies with the process that started it, even a SIGKILLed one. Linux:
+    ``prctl(PR_SET_PDEATHSIG, SIGKILL)``; everywhere: a thread that exits when the parent pid changes."""
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):  # no prctl: the thread below still works
+            pass
+    if os.getppid() != parent:  # the parent died before the line above
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent,), name="watch-parent", daemon=True).start()
+
+
+def _watch_parent(parent: int, every: float = 0.5) -> None:
+    while os.getppid() == parent:
+        time.sleep(every)
+    os._exit(1)  # re-parented: the parent is gone; no cleanup can run in its place
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """Terminate ``pool``'s worker processes now (SIGTERM, then SIGKILL after 5 s) instead of waiting for
+    their jobs: the parent is stopping (Ctrl-C, SIGTERM, an error)."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    deadline = time.monotonic() + 5
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
+        if process.is_alive():
+            process.kill()
+            process.join(1)
+
+
+def run_jobs(function, jobs: list, workers: int) -> list:
+    """``[function(job) for job in jobs]``, in ``workers`` spawned processes when ``workers > 1`` (and more
+    than one job). The workers die with this process, even when it is SIGKILLed; when it is interrupted
+    (SIGINT, SIGTERM through ``SystemExit``, an error in a job) they are terminated before it re-raises."""
+    if workers <= 1 or len(jobs) <= 1:
+        return [function(job) for job in jobs]
+    pool = ProcessPoolExecutor(min(workers, len(jobs)), mp_context=get_context("spawn"),
+                               initializer=_worker_init, initargs=(os.getpid(),))
+    try:
+        results = list(pool.map(function, jobs))
+    except BaseException:
+        _stop_workers(pool)
+        raise
+    pool.shutdown(wait=True)
+    return results
+
+
 def compare(config: ComparisonConfig, fresh: bool = True) -> dict:
-    """Run every seed (in ``config.workers`` processes), aggregate, write ``results.json`` and ``table.md``.
-    ``fresh``: replace an earlier output folder (``prepare_output``); False when the caller prepared it."""
+    """Run every seed (in ``config.workers`` processes, ``run_jobs``), aggregate, write ``results.json`` and
+    ``table.md``. ``fresh``: replace an earlier output folder (``prepare_output``); False when the caller
+    prepared it. The seeds are checked first (``check_seeds``: distinct integers >= 0)."""
+    check_seeds(config.seeds, "seeds")
     out = prepare_output(config.out) if fresh else Path(config.out)
     started = time.time()
-    jobs = [(config, seed) for seed in config.seeds]
-    if config.workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(min(config.workers, len(jobs)), mp_context=get_context("spawn")) as pool:
-            per_seed = list(pool.map(_seed_job, jobs))
-    else:
-        per_seed = [_seed_job(job) for job in jobs]
+    token = output_token(out)
+    jobs = [(config, seed, token) for seed in config.seeds]
+    per_seed = run_jobs(_seed_job, jobs, config.workers)
     report = {"config": asdict(config), "seeds": dict(zip(map(str, config.seeds), per_seed)),
               "seconds": time.time() - started, "torch": torch.__version__}
     report["table"] = comparison_table(report)

@@ -22,6 +22,8 @@ pretraining configuration comes from ``cagelib.lab.settings.pretrain_config`` li
 from __future__ import annotations
 
 import argparse
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -32,7 +34,7 @@ from ..atomic import atomic_write_json, atomic_write_text
 from ..data import cut_windows, load_embedded
 from ..methods.registry import available_methods
 from ..pretrain.config import PretrainConfig
-from .comparison import ComparisonConfig, compare, prepare_output
+from .comparison import ComparisonConfig, check_seeds, compare, prepare_output
 from .figures import save_figure
 from .settings import RunSettings, lr_milestones, pretrain_config
 from .skeleton_plots import skeleton_figure
@@ -115,7 +117,9 @@ def health_summary(report: dict) -> str:
 
 
 def run(config: DemoConfig) -> dict:
+    """The demo (module docstring); the seeds are checked before anything is written (``check_seeds``)."""
     started = time.time()
+    check_seeds(config.seeds, "seeds")
     out = prepare_output(config.out)
     summary = data_summary(out)
     atomic_write_json(out / "summary.json", summary)
@@ -176,19 +180,62 @@ Bandai data, and one clip moves a fold by many points: read the spread, not only
     atomic_write_text(out / "report.md", text)
 
 
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--preset", choices=("demo", "long"), default="demo")
-    p.add_argument("--method", choices=available_methods())
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--seeds", type=int, nargs="+")
-    p.add_argument("--workers", type=int)
-    p.add_argument("--out")
+DESCRIPTION = ("The main job behind `make demo`: summarise the embedded Bandai set, pretrain a method on its "
+               "unlabelled corpus once per seed (in parallel processes), and compare the pretrained encoder "
+               "with the same encoder at random init, hand-crafted features and the majority class on labelled "
+               "gait tasks; the tables and report go to --out.")
+EXAMPLES = """examples:
+  python -m cagelib.lab.demo                    # ~3 min on a 2-core CPU: GE-CLR, 3 seeds, emotion4 + style15
+  python -m cagelib.lab.demo --preset long      # ~30 min: 16 epochs, + walkstyle7, + the supervised reference
+  python -m cagelib.lab.demo --method cage --seeds 0 --out outputs/demo_cage"""
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m cagelib.lab.demo``."""
+    p = argparse.ArgumentParser(prog="python -m cagelib.lab.demo", description=DESCRIPTION, epilog=EXAMPLES,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", choices=("demo", "long"), default="demo",
+                   help="The size of the job: demo (~3 min on 2 cores) or long (~30 min: 16 epochs, walkstyle7 "
+                        "and the supervised reference); default demo.")
+    p.add_argument("--method", choices=available_methods(), metavar="METHOD",
+                   help=f"The method to pretrain, one of {', '.join(available_methods())} (default: geclr).")
+    p.add_argument("--epochs", type=int, help="The pretraining epochs per seed, an integer >= 1 (default: the preset's).")
+    p.add_argument("--seeds", type=int, nargs="+", metavar="SEED",
+                   help="The seeds, distinct integers >= 0: one pretraining and one fold draw each (default: 0 1 2).")
+    p.add_argument("--workers", type=int,
+                   help="The parallel seed processes of one torch thread each, an integer >= 1 (default: 3).")
+    p.add_argument("--out", help="The output folder, replaced by the next run with the same --out "
+                                 "(default: outputs/demo, or outputs/long for the long preset).")
     p.add_argument("--fast", action=argparse.BooleanOptionalAction, default=None,
-                   help="the fast pretraining step (default: on; --no-fast: the float32 step)")
+                   help="Pretrain with the fast step (the default); --no-fast: the float32 step.")
+    return p
+
+
+def _check_arguments(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
+    """Refuse a bad command line before anything runs, naming the option and the problem."""
+    if a.seeds is not None:
+        try:
+            check_seeds(a.seeds, "--seeds")
+        except ValueError as err:
+            p.error(str(err))
+    for name in ("epochs", "workers"):
+        value = getattr(a, name)
+        if value is not None and value < 1:
+            p.error(f"--{name}: {value} is below 1; give an integer >= 1")
+
+
+def _exit_on_sigterm(signum, frame) -> None:
+    raise SystemExit(128 + signum)  # unwinds like Ctrl-C: the seed workers are terminated (run_jobs)
+
+
+def main(argv=None) -> None:
+    p = parser()
     a = p.parse_args(argv)
+    _check_arguments(p, a)
     config = DemoConfig.long() if a.preset == "long" else DemoConfig()
     given = {k: (tuple(v) if k == "seeds" else v) for k, v in vars(a).items() if k != "preset" and v is not None}
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
     run(replace(config, **given))
 
 

@@ -51,7 +51,7 @@ def tsne_embedding(features, seed: int = 0, perplexity: float = 30.0, n_jobs: in
 
 
 def plot_tsne(embeddings_by_run: Mapping[str, tuple[np.ndarray, np.ndarray]],
-              label_names: Sequence[str] | None = None, point_size: float = 8.0, panel_size: float = 4.0):
+              label_names: Sequence[str] | None = None, point_size: float = 8.0, panel_size: float = 4.6):
     """Side-by-side t-SNE panels (paper Fig. 5): ``{run name: (embedding (N, 2), labels (N,))}``,
     points coloured by emotion, one legend."""
     from matplotlib.figure import Figure
@@ -74,7 +74,7 @@ def plot_tsne(embeddings_by_run: Mapping[str, tuple[np.ndarray, np.ndarray]],
     handles, names = axes[0].get_legend_handles_labels()
     fig.legend(handles, names, loc="lower center", ncol=len(names), frameon=False)
     fig.suptitle("t-SNE of the encoder features of every emotion-task window, coloured by emotion", fontsize=10)
-    fig.subplots_adjust(bottom=0.17, top=0.8)
+    fig.subplots_adjust(left=0.04, right=0.98, bottom=0.15, top=0.84, wspace=0.12)
     return fig
 
 
@@ -119,51 +119,66 @@ def plot_loss_curves(history, title: str | None = None, logy: bool = False):
 
 
 HEALTH_CURVES = ("retrieval", "spread", "knn")  # the health metrics of the pretraining plot (cagelib.pretrain.health)
+# Colours of the pretraining figure: the two panels never share one (each has its own legend). The loss panel
+# takes tab10's blue, orange, green, red, purple, brown (then tab20's light ones), the positive-pair accuracy
+# black; the health panel one colour per metric (pink, olive, cyan; the stream is the line style), grey for chance.
+LOSS_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
+                "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94")
+ACCURACY_COLOUR = "#000000"
+HEALTH_COLOURS = {"retrieval": "#e377c2", "spread": "#bcbd22", "knn": "#17becf"}
+STREAM_STYLES = ("-", "--", "-.", ":")  # line style per stream of the health panel, in order of appearance
 
 
 def plot_pretraining(history: Sequence[Mapping], health_init: Mapping | None = None, title: str | None = None):
-    """Pretraining per epoch: the losses (and positive-pair accuracy) on the left; the training health
-    (``cagelib.pretrain.health``: retrieval, spread, k-NN per stream, from epoch 0 = ``health_init``, with
-    retrieval's chance line ``health_init["chance"]``) on the right, when the run measures it."""
+    """Pretraining per epoch: the losses (and positive-pair accuracy) on the left, from epoch 1; the training
+    health (``cagelib.pretrain.health``: retrieval, spread, k-NN per stream, from epoch 0 = ``health_init``, with
+    retrieval's chance line ``health_init["chance"]``) on the right, when the run measures it. Each panel has
+    its own legend, below it, and its own colours (``LOSS_COLOURS``, ``HEALTH_COLOURS``: none shared)."""
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
     history = list(history)
     rows = ([dict(health_init)] if health_init else []) + history
     health = [k for k in (rows[0] if rows else {}) if k.split("_")[0] in HEALTH_CURVES]
-    fig = Figure(figsize=(11 if health else 6, 3.8))
+    fig = Figure(figsize=(12 if health else 6.5, 4.6))
     ax = fig.add_subplot(121 if health else 111)
     epochs = [m["epoch"] for m in history]
     accuracy = None
-    for i, key in enumerate(k for k in (history[0] if history else {}) if k.startswith("loss") or k == "acc"):
-        if key == "acc":
-            accuracy = accuracy or ax.twinx()
-            accuracy.plot(epochs, [m[key] for m in history], "s--", color=f"C{i}", label="positive-pair acc")
-            accuracy.set_ylabel("positive-pair accuracy (fraction)")
-        else:
-            ax.plot(epochs, [m[key] for m in history], "o-", color=f"C{i}", label=key)
-    ax.set(xlabel="epoch", ylabel="loss (InfoNCE, nats)", title="loss")
+    losses = [k for k in (history[0] if history else {}) if k.startswith("loss")]
+    for i, key in enumerate(losses):
+        ax.plot(epochs, [m[key] for m in history], "o-", color=LOSS_COLOURS[i % len(LOSS_COLOURS)], label=key)
+    if history and "acc" in history[0]:
+        accuracy = ax.twinx()
+        accuracy.plot(epochs, [m["acc"] for m in history], "s--", color=ACCURACY_COLOUR,
+                      label="positive-pair acc")
+        accuracy.set_ylabel("positive-pair accuracy (fraction)")
+        accuracy.set_ylim(0, 1.05)
+    ax.set(xlabel="epoch", ylabel="loss (InfoNCE, nats)", title="losses (training batches)")
     handles = [h for a in (ax, accuracy) if a is not None for h in a.get_legend_handles_labels()[0]]
     ax.legend(handles, [h.get_label() for h in handles], loc="upper center", bbox_to_anchor=(0.5, -0.2),
-              ncol=3, fontsize="small", frameon=False)
-    axes = [ax]
+              ncol=3, fontsize=9, frameon=False)
+    panels = [(ax, epochs)]
     if health:
         right = fig.add_subplot(122)
-        for i, key in enumerate(health):
+        streams = list(dict.fromkeys(k.partition("_")[2] for k in health))
+        for key in health:
+            metric, _, stream = key.partition("_")
             kept = [m for m in rows if key in m]
-            right.plot([m["epoch"] for m in kept], [m[key] for m in kept], "o-", color=f"C{i}", label=key)
+            right.plot([m["epoch"] for m in kept], [m[key] for m in kept], "o", color=HEALTH_COLOURS[metric],
+                       linestyle=STREAM_STYLES[streams.index(stream) % len(STREAM_STYLES)], label=key)
         if health_init and "chance" in health_init:
             right.axhline(health_init["chance"], color="grey", linestyle=":", label="retrieval chance (1 / windows)")
-        right.set(xlabel="epoch", ylabel="fraction (spread: std x sqrt(D))", title="training health (eval mode)")
-        right.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, fontsize="small", frameon=False)
-        axes.append(right)
-    first, last = (0 if health else 1), max([m["epoch"] for m in rows] or [1])
-    for a in axes:  # whole epochs, the same range on both panels, a single epoch still in view
+        right.set(xlabel="epoch (0 = before training)", ylabel="fraction (spread: std x sqrt(D))",
+                  title="training health (eval mode)")
+        right.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, fontsize=9, frameon=False)
+        panels.append((right, [m["epoch"] for m in rows]))
+    for a, shown in panels:  # whole epochs, each axis from its first data point, a single epoch still in view
         a.xaxis.set_major_locator(MaxNLocator(integer=True))
+        first, last = (min(shown), max(shown)) if shown else (1, 1)
         a.set_xlim(first - 0.3, last + 0.3)
     if title:
         fig.suptitle(title)
-    fig.subplots_adjust(bottom=0.32, top=0.82, wspace=0.35)
+    fig.subplots_adjust(left=0.07, right=0.95 if not health else 0.97, bottom=0.38, top=0.84, wspace=0.32)
     return fig
 
 
@@ -226,31 +241,42 @@ def plot_confusions(evaluation: dict, panel_size: float = 3.2):
     return fig
 
 
+def clipped_error(mean, std, low: float = 0.0, high: float = 100.0) -> np.ndarray:
+    """Asymmetric error bars ``(2, K)`` (below, above) of ``mean +- std`` clipped to ``[low, high]``: an
+    accuracy's bar never runs past 0 or 100 %."""
+    mean, std = np.asarray(mean, dtype=np.float64), np.asarray(std, dtype=np.float64)
+    return np.stack([np.minimum(std, mean - low), np.minimum(std, high - mean)]).clip(min=0.0)
+
+
 def plot_per_class(evaluation: dict):
-    """Grouped bars: per-class accuracy (mean over folds, std as error bar) of every protocol of an
-    ``evaluation.json``."""
+    """Grouped bars: per-class accuracy (mean over folds; error bar = std over folds, clipped to 0..100 %)
+    of every protocol of an ``evaluation.json``, with each protocol's balanced accuracy in the legend (beside
+    the axes, where it covers no bar)."""
     from matplotlib.figure import Figure
 
     results = {k: v for k, v in evaluation["results"].items() if k != MAJORITY}
     names = next(iter(results.values()))["aggregate"]["label_names"]
-    fig = Figure(figsize=(1.6 * len(names) + 2, 3.5))
+    fig = Figure(figsize=(1.5 * len(names) + 4.6, 4.2))
     ax = fig.add_subplot(111)
     width = 0.8 / len(results)
-    top = 100.0
     for i, (protocol, res) in enumerate(results.items()):
         agg = res["aggregate"]
-        err = agg["per_class_std"] or None
-        ax.bar(np.arange(len(names)) + i * width, agg["per_class_mean"], width, yerr=err, capsize=2, label=protocol)
-        top = max(top, *(np.asarray(agg["per_class_mean"]) + np.asarray(err if err else 0)))
-    ax.axhline(100 / len(names), color="grey", linestyle=":", label="chance")
+        mean = np.asarray(agg["per_class_mean"], dtype=np.float64)
+        err = clipped_error(mean, agg["per_class_std"]) if agg.get("per_class_std") else None
+        balanced = agg.get("balanced_mean")
+        label = protocol if balanced is None else f"{protocol} (balanced {balanced:.0f} %)"
+        ax.bar(np.arange(len(names)) + i * width, mean, width, yerr=err, capsize=2, label=label,
+               color=f"C{i % 10}", error_kw={"elinewidth": 1})
+    ax.axhline(100 / len(names), color="grey", linestyle=":", label=f"chance ({100 / len(names):.0f} %)")
     ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2, names)
     ax.set_xlabel("true class")
-    ax.set_ylabel("class accuracy (%)")
-    ax.set_ylim(0, top * 1.05)  # error bars above 100 are drawn whole (a std can pass 100 %)
+    ax.set_ylabel("class accuracy = recall (%)")
+    ax.set_ylim(0, 105)
     ax.set_yticks(np.arange(0, 101, 20))
-    ax.set_title(f"per-class accuracy: mean over {evaluation.get('n_folds', '?')} folds, error bar = std over folds",
-                 fontsize=10)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    ax.set_title(f"Per-class accuracy: mean over {evaluation.get('n_folds', '?')} folds\n"
+                 "error bar = std over folds, clipped to 0-100 %", fontsize=10)
+    ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, title="protocol",
+              title_fontsize=9)
     fig.tight_layout()
     return fig
 

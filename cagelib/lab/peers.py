@@ -110,6 +110,21 @@ class PeerGridConfig:
             raise ValueError("PeerGridConfig: need epochs >= 1, finetune_epochs >= 1, folds in 2..7, workers >= 1")
         if self.supervised_epochs is not None and self.supervised_epochs < 0:
             raise ValueError(f"PeerGridConfig: supervised_epochs must be None or >= 0, got {self.supervised_epochs}")
+        if not self.methods or not self.seeds or not self.tasks:
+            raise ValueError("PeerGridConfig: need at least one method, one seed and one task")
+        negative = [s for s in self.seeds if s < 0]
+        if negative:
+            raise ValueError(f"PeerGridConfig: seeds must be >= 0 (they seed numpy's fold draws), got {negative}")
+        if len(set(self.seeds)) != len(self.seeds) or len(set(self.methods)) != len(self.methods):
+            raise ValueError(f"PeerGridConfig: a seed or method is given twice (seeds {self.seeds}, "
+                             f"methods {self.methods})")
+        if self.pretrain_windows < 0:
+            raise ValueError("PeerGridConfig: need pretrain_windows >= 0")
+        for name in ("results", "runs"):
+            folder = Path(getattr(self, name))
+            if folder.exists() and not folder.is_dir():
+                raise ValueError(f"PeerGridConfig: {name}: {folder} is a file, not a folder (it holds "
+                                 f"{'cells/ and table.md' if name == 'results' else 'the run folders'})")
 
     def demo(self, method: str) -> DemoConfig:
         """The demo's pretraining and task windows for ``method``."""
@@ -348,21 +363,7 @@ def command_line(config: PeerGridConfig) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m cagelib.lab.peers", description=__doc__.split("\n")[0])
-    p.add_argument("--methods", nargs="+", help=f"registered methods (default: {' '.join(DEFAULT_METHODS)})")
-    p.add_argument("--seeds", type=int, nargs="+")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--pretrain-windows", type=int, dest="pretrain_windows")
-    p.add_argument("--folds", type=int)
-    p.add_argument("--finetune-epochs", type=int, dest="finetune_epochs")
-    p.add_argument("--supervised-epochs", type=int, dest="supervised_epochs",
-                   help="epochs of the supervised reference (default: its recipe's, 60; 0: no supervised row)")
-    p.add_argument("--fast", action="store_true", default=None,
-                   help="pretrain with the fast step (cagelib.pretrain.fast; default: the float32 step)")
-    p.add_argument("--workers", type=int)
-    p.add_argument("--results", help="cell JSON and table.md (default: benchmarks/results/peers)")
-    p.add_argument("--runs", help="pretraining run folders (default: outputs/peers)")
-    p.add_argument("--list", action="store_true", help="print the cells and which are done, then exit")
+    p = build_parser()
     a = p.parse_args(argv)
     given = {k: (tuple(v) if isinstance(v, list) else v) for k, v in vars(a).items() if k != "list" and v is not None}
     root = repo_root()
@@ -380,6 +381,31 @@ def main(argv=None) -> int:
     print(run_grid(config))
     print(f"({time.time() - started:.0f} s; table: {Path(config.results) / 'table.md'})")
     return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line's options, each with its help sentence (defaults: ``PeerGridConfig``)."""
+    d = PeerGridConfig
+    p = argparse.ArgumentParser(prog="python -m cagelib.lab.peers", description=__doc__.split("\n")[0])
+    p.add_argument("--methods", nargs="+", help=f"registered methods (default: {' '.join(DEFAULT_METHODS)})")
+    p.add_argument("--seeds", type=int, nargs="+",
+                   help=f"seeds >= 0, one pretraining and one fold draw each (default: {' '.join(map(str, d.seeds))})")
+    p.add_argument("--epochs", type=int, help=f"pretraining epochs of every method (default: {d.epochs}, the demo's)")
+    p.add_argument("--pretrain-windows", type=int, dest="pretrain_windows",
+                   help=f"seeded subset of corpus windows to pretrain on, 0 = all (default: {d.pretrain_windows})")
+    p.add_argument("--folds", type=int, help=f"clip-grouped folds per task, 2 to 7 (default: {d.folds})")
+    p.add_argument("--finetune-epochs", type=int, dest="finetune_epochs",
+                   help=f"epochs of the finetune probe, Adam lr 1e-3 (default: {d.finetune_epochs})")
+    p.add_argument("--supervised-epochs", type=int, dest="supervised_epochs",
+                   help="epochs of the supervised reference (default: its recipe's, 60; 0: no supervised row)")
+    p.add_argument("--fast", action="store_true", default=None,
+                   help="pretrain with the fast step (cagelib.pretrain.fast; default: the float32 step)")
+    p.add_argument("--workers", type=int, help=f"parallel cell processes of one torch thread each (default: {d.workers})")
+    p.add_argument("--results", help="folder of the cell JSON files and table.md (default: benchmarks/results/peers)")
+    p.add_argument("--runs", help="folder of the pretraining run folders (default: outputs/peers)")
+    p.add_argument("--list", action="store_true",
+                   help="check the options, print the cells and which are done, then exit")
+    return p
 
 
 if __name__ == "__main__":

@@ -26,13 +26,14 @@ from ..methods.body_augment import BodyFrame, contrastive_views
 from ..methods.cage import ContrastConfig
 from ..representation import DEFAULT_REPRESENTATION
 from .settings import core_default
-from .skeleton_plots import (VIEWS, bone_segments, draw_skeleton, follow_root_track, joint_points, new_axes,
-                             sequence_length, set_limits, skeleton_limits)
+from .skeleton_plots import (SIDE_COLORS, VIEWS, bone_segments, draw_skeleton, follow_root_track, joint_points,
+                             new_axes, sequence_length, set_limits, skeleton_limits)
 
 DEFAULT_VIEWS = core_default(ContrastConfig, "views")  # the contrastive views pretraining uses by default
 
 ENDED_MODES = ("hold", "hide")
-GRID_STEP = 0.5  # metres between the grid lines of a 3-D panel (which has no tick labels)
+GRID_STEP = 0.5  # metres between the ticks (and grid lines) of a 3-D panel
+SIDE_KEY = (("left", "performer's left"), ("right", "performer's right"), ("centre", "centre (spine, head)"))
 SampleFn = Callable[[int], tuple[Sequence[np.ndarray], Sequence[str]]]
 
 
@@ -59,10 +60,11 @@ class SkeletonRenderer:
 
     def __init__(self, sequences, titles: Sequence[str] | None = None, view: str = "3d",
                  shared_limits: bool = True, follow_root: bool = True, ended: str = "hold",
-                 panel_size: float = 3.0, dpi: int = 80, elev: float = 15.0, azim: float = -70.0):
+                 panel_size: float = 3.8, dpi: int = 80, elev: float = 15.0, azim: float = -70.0):
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
-        from matplotlib.ticker import MultipleLocator
+        from matplotlib.lines import Line2D
+        from matplotlib.ticker import FuncFormatter, MultipleLocator
 
         if view not in VIEWS or ended not in ENDED_MODES:
             raise ValueError(f"view must be one of {VIEWS} and ended one of {ENDED_MODES}, got {view!r}, {ended!r}")
@@ -81,29 +83,46 @@ class SkeletonRenderer:
         # At most three panels a row: six panels in one row shrink to thumbnails with unreadable titles.
         cols = min(len(self.sequences), 3)
         rows = -(-len(self.sequences) // cols)
-        self.figure = Figure(figsize=(panel_size * cols, (panel_size + 0.5) * rows), dpi=dpi)
+        self.figure = Figure(figsize=(panel_size * cols, (panel_size + 0.5) * rows + 0.6), dpi=dpi)
         FigureCanvasAgg(self.figure)
         self.panels = []
         for i, (seq, lim) in enumerate(zip(self.sequences, self.limits)):
             ax = new_axes(view, self.figure, (rows, cols, i + 1), elev=elev, azim=azim)
             artists = draw_skeleton(ax, seq[0], view)
             set_limits(ax, lim, view)
-            if view == "3d":  # no tick labels (they crowd a small panel): grid lines every GRID_STEP m instead
+            relative = " (root-rel.)" if follow_root else ""
+            if view == "3d":  # ticks every GRID_STEP m, labelled in metres; the plotted y axis is -z (plot_axes)
                 for axis in (ax.xaxis, ax.yaxis, ax.zaxis):
                     axis.set_major_locator(MultipleLocator(GRID_STEP))
-                    axis.set_ticklabels([])
-                ax.set_box_aspect((1, 1, 1), zoom=1.15)  # the cube fills its panel (default: ~60 % of it)
+                ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.1f}"))
+                ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{-v + 0.0:.1f}"))  # z = -(plotted y)
+                ax.zaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.1f}"))
+                ax.tick_params(labelsize=7, pad=0)
+                ax.set_xlabel(f"x{relative} (m)", fontsize=8, labelpad=-4)
+                ax.set_ylabel(f"z{relative} (m)", fontsize=8, labelpad=-4)
+                ax.set_zlabel("y, up (m)", fontsize=8, labelpad=0)
+                ax.set_box_aspect((1, 1, 1), zoom=0.95)
             else:
                 h, v = (("x" if view == "front" else "z"), "y")
                 ax.set_xlabel(f"{h}{' (root-relative)' if follow_root else ''} (m)", fontsize=9)
                 ax.set_ylabel(f"{v}, up (m)", fontsize=9)
                 ax.tick_params(labelsize=8)
             self.panels.append(artists)
+        # the key of the bone colours: which side is the performer's own left (not the viewer's)
+        handles = [Line2D([], [], color=SIDE_COLORS[side], linewidth=2.5, label=label) for side, label in SIDE_KEY]
+        note = (f"ticks every {GRID_STEP:g} m" if view == "3d" else "metres") + (
+            "; root-relative: the camera follows the walker" if follow_root else "")
+        width, height = self.figure.get_figwidth(), self.figure.get_figheight()  # inches
+        ncol = 3 if width >= 6.5 else 1  # a single narrow panel stacks the key
+        key = 0.25 + 0.22 * (3 // ncol)  # inches of the key (its title and rows)
+        self.figure.legend(handles=handles, loc="lower center", ncol=ncol, fontsize=9, frameon=False,
+                           bbox_to_anchor=(0.5, 0.04 / height), title=note, title_fontsize=8)
         if view == "3d":
-            self.figure.subplots_adjust(left=0.0, right=1.0, bottom=0.06, top=0.9, wspace=0.0, hspace=0.3)
-            self.figure.text(0.5, 0.01, f"grid lines every {GRID_STEP:g} m"
-                             + (" (root-relative: the camera follows the walker)" if follow_root else ""),
-                             ha="center", va="bottom", fontsize=9, color="0.3")
+            self.figure.subplots_adjust(left=0.02, right=0.98, bottom=(key + 0.15) / height, top=0.9,
+                                        wspace=0.15, hspace=0.3)
+        else:  # room for the x label and its tick labels above the key
+            self.figure.subplots_adjust(left=0.1 if cols > 1 else 0.2, right=0.97, bottom=(key + 0.6) / height,
+                                        top=0.88, wspace=0.35, hspace=0.45)
         self.frame_index = -1
         self.update(0)
 
@@ -147,7 +166,8 @@ def render_frame(sequences, titles: Sequence[str] | None = None, frame_index: in
 
 
 class SkeletonPlayer:
-    """ipywidgets player: play/pause, frame slider, playback speed, optional sample picker.
+    """ipywidgets player: play/pause, frame slider, playback speed, optional sample picker. The slider and
+    the panel titles both count frames from 1 (slider at 1 = "frame 1/N").
 
     ``sample_fn(index) -> (sequences, titles)`` with ``num_samples`` (or ``sample_names``) adds a picker;
     then ``sequences`` may be None (sample 0 is shown). Display ``player.widget`` (or the player itself).
@@ -170,10 +190,12 @@ class SkeletonPlayer:
         self.fps, self.cache, self.render_kwargs, self.sample_fn = fps, cache, render_kwargs, sample_fn
         self._pngs: dict[int, bytes] = {}
         self.renderer = SkeletonRenderer(sequences, titles, **render_kwargs)
-        last = self.renderer.num_frames - 1
-        self.play = widgets.Play(value=0, min=0, max=last, step=1, interval=self._interval(1.0),
+        # The slider counts frames from 1, as the panel titles do ("frame 1/289"): slider value k draws frame
+        # index k - 1 (``frame_index``); frame_png / show / SkeletonRenderer take 0-based indices.
+        last = self.renderer.num_frames
+        self.play = widgets.Play(value=1, min=1, max=last, step=1, interval=self._interval(1.0),
                                  description="play")
-        self.frame_slider = widgets.IntSlider(value=0, min=0, max=last, description="frame",
+        self.frame_slider = widgets.IntSlider(value=1, min=1, max=last, description="frame",
                                               continuous_update=True)
         widgets.link((self.play, "value"), (self.frame_slider, "value"))  # kernel-side: also works headless
         self.speed = widgets.Dropdown(options=[(f"{s:g}x", s) for s in self.SPEEDS], value=1.0,
@@ -184,7 +206,7 @@ class SkeletonPlayer:
         # blew a 240 px single panel up to the notebook's width, blurred and taller than the screen.
         self.image = widgets.Image(value=self.frame_png(0), format="png",
                                    layout=widgets.Layout(align_self="flex-start", max_width="100%", height="auto"))
-        self.frame_slider.observe(lambda change: self.show(change["new"]), "value")
+        self.frame_slider.observe(lambda change: self.show(change["new"] - 1), "value")
         controls = [self.play, self.frame_slider, self.speed]
         self.sample_picker = None
         if sample_fn is not None:
@@ -212,20 +234,25 @@ class SkeletonPlayer:
             self._pngs[frame_index] = png
         return self._pngs[frame_index]
 
+    @property
+    def frame_index(self) -> int:
+        """The 0-based index of the frame shown: the slider's value (1-based, as the titles) minus one."""
+        return self.frame_slider.value - 1
+
     def show(self, frame_index: int) -> None:
-        """Draw ``frame_index`` into the image (the slider calls this)."""
+        """Draw ``frame_index`` (0-based) into the image (the slider calls this with its value - 1)."""
         self.image.value = self.frame_png(frame_index)
 
     def load(self, sequences, titles: Sequence[str] | None = None) -> None:
         """Replace the sequences (new renderer, new limits), keeping the frame index where possible."""
         self.renderer = SkeletonRenderer(sequences, titles, **self.render_kwargs)
         self._pngs.clear()
-        last = self.renderer.num_frames - 1
+        last = self.renderer.num_frames  # the slider is 1-based
         frame = min(self.frame_slider.value, last)
         for w in (self.play, self.frame_slider):
             w.max = last
         self.frame_slider.value = frame
-        self.show(frame)
+        self.show(frame - 1)
 
     def _repr_mimebundle_(self, **kwargs):
         return self.widget._repr_mimebundle_(**kwargs)

@@ -29,6 +29,7 @@ from pathlib import Path
 import nbformat
 import papermill
 
+from ..device import DeviceError, check_device
 from ..errors import ParameterError
 from ..methods.registry import available_methods
 from .evaluation import EvalSettings, collect_results
@@ -79,9 +80,27 @@ def folder_name(variant: str, seed: int) -> str:
     return f"{clean}-s{seed}"
 
 
+PACKAGED_NOTEBOOKS = Path(__file__).resolve().parents[1] / "_notebooks"  # where a regular install has them (setup.py)
+
+
+def notebooks_dir() -> Path:
+    """The folder of the notebooks: ``notebooks/`` of the repository (a checkout or an editable install),
+    else the copy that a regular install (``pip install .``, a wheel) carries in ``cagelib/_notebooks/``.
+    Neither: a ``FileNotFoundError`` naming both places and how to get the notebooks."""
+    checkout = repo_root() / "notebooks"
+    for folder in (checkout, PACKAGED_NOTEBOOKS):
+        if all((folder / f"{name}.ipynb").is_file() for name in NOTEBOOKS):
+            return folder
+    raise FileNotFoundError(
+        f"the notebooks ({', '.join(n + '.ipynb' for n in NOTEBOOKS)}) are in neither {checkout} nor "
+        f"{PACKAGED_NOTEBOOKS}: this installation carries no notebooks. Run from a checkout of the repository "
+        "(cd into it, or pip install -e it), or reinstall from a checkout with `pip install .`, which copies "
+        "notebooks/ into the package")
+
+
 def execute(notebook: str, output: Path, parameters: dict) -> float:
-    """Run ``notebooks/<notebook>.ipynb`` with papermill into ``output`` (from the notebooks folder)."""
-    folder = repo_root() / "notebooks"
+    """Run ``<notebooks_dir()>/<notebook>.ipynb`` with papermill into ``output`` (from the notebooks folder)."""
+    folder = notebooks_dir()
     started = time.time()
     output.parent.mkdir(parents=True, exist_ok=True)
     papermill.execute_notebook(str(folder / f"{notebook}.ipynb"), str(output), parameters=parameters,
@@ -97,7 +116,7 @@ def _evaluated(run_dir: Path, settings: EvalSettings) -> bool:
 
 def notebook_defaults(notebook: str) -> dict:
     """The values of ``notebooks/<notebook>.ipynb``'s parameters cell (one literal per line)."""
-    nb = nbformat.read(repo_root() / "notebooks" / f"{notebook}.ipynb", as_version=4)
+    nb = nbformat.read(notebooks_dir() / f"{notebook}.ipynb", as_version=4)
     (cell,) = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     return {node.targets[0].id: ast.literal_eval(node.value) for node in ast.parse(cell.source).body}
 
@@ -148,8 +167,11 @@ def run_grid(grid: Grid, out: str | Path = "outputs/reproduce", device: str = "a
              notebooks: tuple = NOTEBOOKS, log=print, fast: bool = False) -> tuple[Path, Path, list[str]]:
     """Execute ``grid`` on ``device`` (``fast``: cagelib.pretrain.fast's CUDA step); returns
     ``(results.csv, results.md, failures)``. Every point's parameters are checked first (``check_grid``):
-    a bad one raises ``ParameterError`` before anything is written."""
+    a bad one raises ``ParameterError`` before anything is written; so is the device (``check_device``: a
+    ``DeviceError`` for ``cuda`` on a machine without it) and the notebooks' folder (``notebooks_dir``)."""
+    notebooks_dir()
     check_grid(grid, device, notebooks, fast)
+    check_device(device, "device")
     root = resolve_path(out) / grid.name
     evaluation = replace(grid.evaluation, device=device)
     common = {"device": device, "threads": grid.threads}
@@ -196,27 +218,59 @@ def run_grid(grid: Grid, out: str | Path = "outputs/reproduce", device: str = "a
     return csv_path, md_path, failures
 
 
+DESCRIPTION = ("Run the notebook sequence (01_data, 03_pretrain, 04_evaluate, 05_tsne) with papermill over a "
+               "parameter grid of method variants and seeds, then write results.csv and results.md from the runs' "
+               "evaluation.json files. Rerunning the same command continues an interrupted grid.")
+EXAMPLES = """examples:
+  python -m cagelib.lab.reproduce                                   # small grid on the CPU (minutes)
+  python -m cagelib.lab.reproduce --grid paper --device cuda        # the paper's settings (GPU hours)
+  python -m cagelib.lab.reproduce --grid small --methods geclr cage --seeds 0 1 2 --list"""
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m cagelib.lab.reproduce``."""
+    p = argparse.ArgumentParser(prog="python -m cagelib.lab.reproduce", description=DESCRIPTION, epilog=EXAMPLES,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--grid", default="small", choices=("small", "paper", "speed"),
+                   help="The grid to run: small (CPU minutes), paper (the paper's settings, GPU hours) or speed "
+                        "(the HSMB speed ablation); default small.")
+    p.add_argument("--device", default="auto",
+                   help="The torch device of every notebook: auto (CUDA if available), cpu, cuda, cuda:1, ...; "
+                        "checked before anything runs.")
+    p.add_argument("--seeds", type=int, nargs="+", metavar="SEED",
+                   help="The seeds of every variant, distinct integers >= 0 (default: the grid's).")
+    p.add_argument("--methods", nargs="+", metavar="VARIANT",
+                   help=f"Run only these variants of the grid (methods: {', '.join(available_methods())}).")
+    p.add_argument("--out", default="outputs/reproduce",
+                   help="The results folder: everything goes to <out>/<grid>/ (default outputs/reproduce).")
+    p.add_argument("--threads", type=int,
+                   help="The torch CPU threads per notebook kernel (default: the grid's; 0: one per core).")
+    p.add_argument("--fast", action="store_true",
+                   help="Pretrain with the fast CUDA step: bf16 autocast, torch.compile and CUDA graphs "
+                        "(cagelib.pretrain.fast).")
+    p.add_argument("--force", action="store_true",
+                   help="Re-execute the notebooks of points already done (a finished pretraining is kept).")
+    p.add_argument("--no-tsne", action="store_true", help="Skip the t-SNE notebook 05_tsne.")
+    p.add_argument("--list", action="store_true", help="Print the grid's points and settings, then exit.")
+    return p
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cagelib.lab.reproduce", description=__doc__.split("\n")[0])
-    parser.add_argument("--grid", default="small", choices=("small", "paper", "speed"),
-                        help="small: CPU minutes; paper: the paper's settings (GPU); speed: HSMB speed ablation")
-    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1, ...")
-    parser.add_argument("--seeds", type=int, nargs="+", help="seeds (default: the grid's)")
-    parser.add_argument("--methods", nargs="+", help=f"only these variants (methods: {', '.join(available_methods())})")
-    parser.add_argument("--out", default="outputs/reproduce", help="results go to <out>/<grid>/")
-    parser.add_argument("--threads", type=int, help="torch CPU threads per kernel (default: the grid's; 0: all)")
-    parser.add_argument("--fast", action="store_true",
-                        help="CUDA: bf16 autocast, torch.compile and CUDA graphs for pretraining (cagelib.pretrain.fast)")
-    parser.add_argument("--force", action="store_true", help="re-execute the notebooks of points already done (finished pretraining is kept)")
-    parser.add_argument("--no-tsne", action="store_true", help="skip 05_tsne")
-    parser.add_argument("--list", action="store_true", help="print the grid and exit")
-    args = parser.parse_args(argv)
+    parser_ = parser()
+    args = parser_.parse_args(argv)
+    if args.seeds:
+        negative = [s for s in args.seeds if s < 0]
+        if negative:
+            parser_.error(f"--seeds: {negative[0]} is negative; seeds are integers >= 0")
+        twice = sorted({s for s in args.seeds if args.seeds.count(s) > 1})
+        if twice:
+            parser_.error(f"--seeds: {twice[0]} is given twice; each seed is one run, give it once")
 
     grid = make_grid(args.grid)
     if args.methods:
         unknown = set(args.methods) - set(grid.runs)
         if unknown:
-            parser.error(f"--methods: {sorted(unknown)} not in the {grid.name} grid ({', '.join(grid.runs)})")
+            parser_.error(f"--methods: {sorted(unknown)} not in the {grid.name} grid ({', '.join(grid.runs)})")
         grid.runs = {k: v for k, v in grid.runs.items() if k in args.methods}
     grid.seeds = tuple(args.seeds) if args.seeds else grid.seeds
     grid.threads = grid.threads if args.threads is None else args.threads
@@ -227,9 +281,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     notebooks = tuple(n for n in NOTEBOOKS if not (args.no_tsne and n == "05_tsne"))
     try:
-        check_grid(grid, args.device, notebooks, args.fast)
-    except ParameterError as err:
-        parser.error(str(err))
+        notebooks_dir()
+        check_grid(grid, args.device, notebooks, args.fast)  # a misspelt device is the notebooks' ParameterError
+        check_device(args.device, "--device")  # a valid name of a device this machine lacks: refused here
+    except (ParameterError, DeviceError, FileNotFoundError) as err:
+        parser_.error(str(err))
     started = time.time()
     csv_path, md_path, failures = run_grid(grid, args.out, args.device, args.force, notebooks,
                                                 fast=args.fast)

@@ -15,8 +15,9 @@ from pathlib import Path
 
 from ..data.tasks import TaskConfig
 from ..methods.encoders import AGCNConfig
+from ..pretrain.config import PretrainConfig, check_config_types
 from .settings import (EVALUATION_FILE, SETTINGS_FILE, RunSettings, outputs_dir, pretrain_run, read_json,
-                       resolve_path)
+                       read_settings, resolve_path)
 from .tables import results_table
 
 
@@ -76,15 +77,40 @@ class Run:
 
 
 def load_run(path: str | os.PathLike) -> Run:
-    """Read a run folder (``config.json`` is required)."""
+    """Read a run folder (``config.json`` is required; its values and ``workbench.json``'s are type-checked,
+    ``DataFileError`` naming the file and the key). A folder without ``config.json`` is a
+    ``FileNotFoundError`` listing the run folders below it (``outputs/demo`` -> ``seed0/pretrain_...``)."""
     path = resolve_path(path)
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"{path / 'config.json'} not found: is {path} a pretraining run folder?")
+        raise FileNotFoundError(not_a_run_message(path))
     metrics = path / "metrics.jsonl"
     history = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()] if metrics.is_file() else []
-    settings = read_json(path / SETTINGS_FILE)["settings"] if (path / SETTINGS_FILE).is_file() else None
+    settings = read_settings(path / SETTINGS_FILE) if (path / SETTINGS_FILE).is_file() else None
     evaluation = read_json(path / EVALUATION_FILE) if (path / EVALUATION_FILE).is_file() else None
-    return Run(path, read_json(path / "config.json"), settings, history, evaluation)
+    config = read_json(path / "config.json")
+    check_config_types(PretrainConfig, config, path / "config.json")
+    return Run(path, config, settings, history, evaluation)
+
+
+def run_folders_below(path: Path, limit: int = 20) -> list[Path]:
+    """The folders below ``path`` (any depth) holding a ``config.json``, sorted, at most ``limit``."""
+    if not path.is_dir():
+        return []
+    return sorted({config.parent for config in path.rglob("config.json")})[:limit]
+
+
+def not_a_run_message(path: Path) -> str:
+    """Why ``path`` is not a run folder, and the run folders below it if any."""
+    if not path.exists():
+        return f"{path}: not found; a run folder holds config.json and checkpoint.pt (e.g. outputs/demo/seed0/" \
+               "pretrain_emotion4+style15)"
+    found = run_folders_below(path)
+    if not found:
+        return f"{path / 'config.json'} not found: is {path} a pretraining run folder? (no run folder below it either)"
+    shown = ", ".join(str(p.relative_to(path)) for p in found)
+    return (f"{path}: not a pretraining run folder (no config.json); it holds {len(found)}"
+            f"{'+' if len(found) == 20 else ''} run folder{'s' if len(found) > 1 else ''} below it: {shown}; "
+            f"pass one of them, e.g. {found[0]}")
 
 
 def list_runs(outputs: str | os.PathLike | None = "", method: str | None = None, complete: bool | None = None,

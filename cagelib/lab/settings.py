@@ -45,9 +45,10 @@ from ..methods.isc import ISCConfig
 from ..methods.mamp import PAPER_OPTIMIZER as MAMP_OPTIMIZER
 from ..methods.mamp import MAMPConfig
 from ..methods.registry import available_methods
-from ..pretrain.config import LEGACY_REPRESENTATION, LEGACY_VIEWS, PretrainConfig, paper_schedule
+from ..errors import DataFileError
+from ..pretrain.config import LEGACY_REPRESENTATION, LEGACY_VIEWS, PretrainConfig, check_config_types, paper_schedule
 from ..pretrain.fast import FastConfig
-from ..pretrain.loop import PretrainResult, pretrain
+from ..pretrain.loop import PretrainResult, check_data, pretrain
 
 SETTINGS_FILE, EVALUATION_FILE = "workbench.json", "evaluation.json"
 ENCODERS = ("small", "paper")
@@ -71,12 +72,15 @@ def lr_milestones(epochs: int, fractions: Sequence[float], floor: bool = False) 
 
 def repo_root(start: str | os.PathLike | None = None) -> Path:
     """The repository folder: the nearest parent of ``start`` (default: the working directory) holding
-    ``pyproject.toml`` and ``cagelib/``; else the folder above the installed package."""
+    ``pyproject.toml`` and ``cagelib/``; else the checkout the package was imported from (an editable
+    install); else, for a regular install (site-packages), the working directory itself, so relative
+    paths such as ``outputs/`` land where the user is, never inside site-packages."""
     here = Path(start or Path.cwd()).resolve()
-    for folder in (here, *here.parents):
+    package_parent = Path(__file__).resolve().parents[2]
+    for folder in (here, *here.parents, package_parent):
         if (folder / "pyproject.toml").is_file() and (folder / "cagelib").is_dir():
             return folder
-    return Path(__file__).resolve().parents[2]
+    return here
 
 
 def resolve_path(path: str | os.PathLike) -> Path:
@@ -215,6 +219,22 @@ def read_json(path: str | os.PathLike) -> Any:
         raise ValueError(f"{path}: not valid JSON ({err})") from None
 
 
+def read_settings(path: str | os.PathLike) -> dict:
+    """The ``settings`` of a run's ``workbench.json`` (a dict of ``RunSettings`` fields), checked: a file that
+    is not a JSON object, lacks ``settings``, or holds a value of the wrong type is a ``DataFileError`` naming
+    the file and the key (``"workbench.json: settings: missing ..."``), never a ``KeyError``."""
+    saved = read_json(path)
+    if not isinstance(saved, dict):
+        raise DataFileError(path, None, f"expected a JSON object with 'settings', got a {type(saved).__name__}",
+                            "it was not written by cagelib.lab.settings.pretrain_run; delete it or restore it")
+    if "settings" not in saved:
+        raise DataFileError(path, "settings", f"missing (the file has {sorted(saved)}): a workbench.json holds the "
+                            "run's RunSettings under 'settings'", "restore the file from a copy, or delete it "
+                            "(the run is then read as a run made outside the workbench)")
+    check_config_types(RunSettings, saved["settings"], path, "settings.")
+    return saved["settings"]
+
+
 def pretrain_run(settings: RunSettings, run_dir: str | os.PathLike = "", outputs: str | os.PathLike | None = "",
                  callback=None, progress: bool = True) -> PretrainResult:
     """Pretrain ``settings`` on its corpus into ``run_dir`` (default: a new ``outputs/runs/...`` folder).
@@ -224,13 +244,15 @@ def pretrain_run(settings: RunSettings, run_dir: str | os.PathLike = "", outputs
     """
     run_dir = resolve_path(run_dir) if run_dir else new_run_dir(settings.method, settings.seed, outputs)
     saved = run_dir / SETTINGS_FILE
-    if saved.is_file() and not settings.matches(read_json(saved)["settings"]):
+    if saved.is_file() and not settings.matches(read_settings(saved)):
         raise ValueError(f"{saved}: the run there has other settings; choose another run_dir")
     data = run_data(settings)
+    config = pretrain_config(settings, run_dir, progress)
+    check_data(config, data.pretrain_x)  # a refused run leaves no folder holding only workbench.json
     atomic_write_json(saved, {"settings": asdict(settings), "task": asdict(settings.task_config()),
                        "data": data.summary()})
-    return pretrain(pretrain_config(settings, run_dir, progress), data.pretrain_x, run_dir, resume=True,
-                    callback=callback, health_labels=health_labels(data))
+    return pretrain(config, data.pretrain_x, run_dir, resume=True, callback=callback,
+                    health_labels=health_labels(data))
 
 
 def health_labels(task: EmotionTask) -> tuple:

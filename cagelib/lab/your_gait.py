@@ -1,6 +1,11 @@
 """A new person's gait: a saved run's encoder plus a linear emotion probe -> class probabilities over time.
 
-    python -m cagelib.lab.your_gait RUN_DIR walk.bvh [--fps 30] [--joint-map map.json] [--scale 0.01]
+    python -m cagelib.lab.your_gait RUN_DIR walk.bvh [--joint-map map.json] [--scale 0.01]
+    python -m cagelib.lab.your_gait RUN_DIR walk.npy [--fps 30]
+
+``RUN_DIR`` is ONE pretraining run folder (it holds ``config.json`` and ``checkpoint.pt``), e.g.
+``outputs/demo/seed0/pretrain_emotion4+style15`` after ``make demo`` or ``outputs/runs/<name>`` after
+notebook 03; a folder above runs (``outputs/demo``) is refused with the run folders found below it.
 
 A recording is a BVH file (any skeleton: ``joint_map`` names the BVH joint of each of the 16 cagelib
 joints, the Bandai map built in; ``scale`` turns the file's units into metres, Bandai: centimetres), a
@@ -9,13 +14,23 @@ It is prepared exactly as the training windows (``cagelib.data.tasks``): resampl
 rate, cut into windows of the run's length every ``window // 4`` frames (the task stride), each centred
 on its first frame's root and view-normalised, then put in the run's representation. A clip shorter
 than one window gives ONE zero-padded window, as a short training clip does (the encoder sees the same
-padding it was trained with); an empty clip is a ``DataFileError``.
+padding it was trained with), down to ``min_frames(window)`` = half a window (16 frames of a 32-frame
+window): a shorter recording (or an empty one) is a ``DataFileError`` saying the frames found and the
+minimum, since a window that is mostly padding still gets confident-looking probabilities.
+
+Frame rates: a BVH carries its own (``Frame Time``), so ``fps`` is for arrays and ``.npy`` only; giving it
+with a BVH is a ``DataFileError``. A rate within ``SAME_RATE`` (1e-4, relative) of the run's is the run's
+rate (``Frame Time: 0.0333333`` is 30 fps, not 30.00003: no resampling, no frame lost).
 
 The probe (``train_probe``) is a linear layer on the run's frozen, z-scored encoder features, fitted on
 every emotion-task window (``cagelib.evaluate``: ``extract_features``, ``init_linear_head``,
 ``fit_classifier``); it is saved beside the run: ``probe.pt`` (weights-only tensors: weight, bias, the
 features' mean and std) and ``probe.json`` (label names, representation, window, stride, fps, stream,
-the pretraining epochs it was fitted on). ``predict_gait`` returns per-window probabilities ``(W, K)``,
+the pretraining epochs it was fitted on, and the run it belongs to: ``run_identity``, the hash of the
+run's configuration, and ``checkpoint_sha256``, the hash of the ``checkpoint.pt`` it was fitted on). A probe
+of another run, or of another checkpoint of this run, is refused by ``load_probe`` and fitted again by
+``ensure_probe`` (the command line). The run's ``checkpoint.pt`` must belong to its ``config.json``
+(``cagelib.pretrain.config.check_same_run``). ``predict_gait`` returns per-window probabilities ``(W, K)``,
 the clip's (their mean, ``(K,)``) and the label names.
 
 Caveat: the probe learned Bandai's four acted emotions from 28 clips whose style and performer are
@@ -25,8 +40,11 @@ finds closest, not how that person feels.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import math
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, NamedTuple
@@ -35,15 +53,17 @@ import numpy as np
 import torch
 
 from ..atomic import atomic_path, atomic_write_json
-from ..data.bvh import BANDAI_JOINT_MAP, CENTIMETRES_TO_METRES, read_bvh
+from ..data.bvh import BANDAI_JOINT_MAP, CENTIMETRES_TO_METRES, read_bvh, read_joint_map
 from ..data.gaitset import GaitSet
 from ..data.tasks import TaskConfig, emotion_data, preprocess_windows
 from ..data.windows import cut_windows
 from ..device import resolve_device
-from ..errors import CheckpointError, DataFileError, check_finite
+from ..errors import CagelibError, CheckpointError, DataFileError, check_finite, format_message
 from ..evaluate.classifier import fit_classifier, init_linear_head
 from ..evaluate.features import extract_features, make_input_transform
 from ..evaluate.protocols import EvalConfig
+from ..pretrain.checkpoint import CHECKPOINT, CONFIG, load_checkpoint_file
+from ..pretrain.config import PretrainConfig, check_same_run, config_identity
 from ..representation import to_representation
 from ..skeleton import NUM_JOINTS
 from .evaluation import run_encoder
@@ -53,6 +73,12 @@ from .settings import lr_milestones, read_json, resolve_path
 PROBE_WEIGHTS, PROBE_FILE = "probe.pt", "probe.json"
 DEFAULT_FPS = 30.0  # Bandai's frame rate: the default for arrays without one
 PROBE_LR, PROBE_WEIGHT_DECAY = 0.1, 1e-3  # probabilities that are not all 0 / 1 (train_probe)
+SAME_RATE = 1e-4  # frame rates this close (relative) are the same rate: a BVH's rounded Frame Time
+
+
+def min_frames(window: int) -> int:
+    """The fewest frames (at the run's rate) a recording may have: half a window, at least 2."""
+    return max(2, math.ceil(window / 2))
 
 
 class GaitPrediction(NamedTuple):
@@ -70,6 +96,8 @@ class GaitReport:
     window_starts: np.ndarray  # int (W,) first frame of each window
     window: int  # frames per window
     prediction: GaitPrediction
+    recorded_frames: int | None = None  # frames in the recording (before resampling)
+    recorded_fps: float | None = None  # its frame rate (a BVH's 1 / Frame Time)
 
     def start_seconds(self) -> np.ndarray:
         return self.window_starts / self.fps
@@ -77,12 +105,18 @@ class GaitReport:
 
 def load_recording(recording, fps: float | None = None, joint_map: Mapping[str, str | int] = BANDAI_JOINT_MAP,
                    scale: float = CENTIMETRES_TO_METRES) -> tuple[np.ndarray, float]:
-    """``(positions float32 (T, 16, 3), fps)`` of a BVH path (its own frame rate), a ``.npy`` path or an
-    array (``fps``, default 30). Errors are ``DataFileError`` naming the recording and the problem."""
+    """``(positions float32 (T, 16, 3), fps)`` of a BVH path (its own frame rate: ``fps`` must be None), a
+    ``.npy`` path or an array (``fps``, default 30). Errors are ``DataFileError`` naming the recording and
+    the problem."""
     if isinstance(recording, (str, os.PathLike)):
         path = Path(recording)
         if path.suffix.lower() == ".bvh":
-            return read_bvh(path, joint_map, scale)
+            positions, file_fps = read_bvh(path, joint_map, scale)
+            if fps is not None:
+                raise DataFileError(path, "fps", f"a BVH file carries its own frame rate (Frame Time "
+                                    f"{1.0 / file_fps:.7g} s: {file_fps:.6g} fps); the option of {fps:g} fps "
+                                    "would be ignored", "leave out --fps (fps=None): it is for .npy recordings")
+            return positions, file_fps
         if path.suffix.lower() != ".npy":
             raise DataFileError(path, None, "unknown recording type", "give a .bvh or .npy file")
         if not path.is_file():
@@ -104,11 +138,15 @@ def load_recording(recording, fps: float | None = None, joint_map: Mapping[str, 
 
 
 def resample(positions: np.ndarray, fps: float, target_fps: float) -> np.ndarray:
-    """Linear interpolation in time from ``fps`` to ``target_fps``: ``(T, V, 3)`` -> ``(T', V, 3)``."""
-    if abs(fps - target_fps) < 1e-6 * target_fps or len(positions) < 2:
+    """Linear interpolation in time from ``fps`` to ``target_fps``: ``(T, V, 3)`` -> ``(T', V, 3)``, the frames
+    at ``0, 1 / target_fps, ...`` up to the last frame's time. Rates within ``SAME_RATE`` (relative) are the same
+    rate: the frames are returned as they are (a BVH's ``Frame Time: 0.0333333`` is 30 fps)."""
+    if abs(fps - target_fps) <= SAME_RATE * target_fps or len(positions) < 2:
         return positions
     t_in = np.arange(len(positions)) / fps
-    t_out = np.arange(int(np.floor(t_in[-1] * target_fps + 1e-9)) + 1) / target_fps
+    last = t_in[-1] * target_fps  # the last frame's time, in output frames
+    t_out = np.arange(int(np.floor(last + max(1e-9, SAME_RATE * last))) + 1) / target_fps
+    t_out = np.minimum(t_out, t_in[-1])  # a frame within the tolerance of the end is the last frame
     flat = positions.reshape(len(positions), -1)  # (T, V*3)
     out = np.stack([np.interp(t_out, t_in, flat[:, k]) for k in range(flat.shape[1])], axis=1)  # (T', V*3)
     return out.reshape(len(t_out), *positions.shape[1:]).astype(np.float32)
@@ -129,6 +167,24 @@ def probe_files(run_dir) -> tuple[Path, Path]:
     return run_dir / PROBE_WEIGHTS, run_dir / PROBE_FILE
 
 
+def run_identity(run_dir) -> dict:
+    """What a probe is keyed on: ``{"run_identity": the hash of the run's config.json (config_identity),
+    "checkpoint_sha256": the SHA-256 of its checkpoint.pt}``; refuses a checkpoint.pt of another run
+    (``check_same_run``, naming both files)."""
+    run_dir = resolve_path(run_dir)
+    config_path, checkpoint_path = run_dir / CONFIG, run_dir / CHECKPOINT
+    if not checkpoint_path.is_file():
+        raise CheckpointError(checkpoint_path, None, "not found: the run has no trained weights yet",
+                              "let its pretraining finish (or resume it)")
+    config = PretrainConfig.from_dict(read_json(config_path), config_path)
+    check_same_run(config_path, config, checkpoint_path, load_checkpoint_file(checkpoint_path, "cpu"))
+    digest = hashlib.sha256()
+    with open(checkpoint_path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return {"run_identity": config_identity(config), "checkpoint_sha256": digest.hexdigest()}
+
+
 def train_probe(run_dir, stream: str = "auto", epochs: int = 100, lr: float = PROBE_LR,
                 weight_decay: float = PROBE_WEIGHT_DECAY, seed: int = 0, device: str = "auto") -> Path:
     """Fit the linear emotion probe on the run's frozen encoder (every emotion-task window, z-scored
@@ -136,6 +192,7 @@ def train_probe(run_dir, stream: str = "auto", epochs: int = 100, lr: float = PR
     for raw features and on z-scored ones drives every probability to 0 or 1) and save it beside the
     run; returns the path of probe.json."""
     run = load_run(run_dir)
+    identity = run_identity(run.path)
     encoder, transform, stream = run_encoder(run.path, stream)
     config = run.task_config()
     data = emotion_data(config, (run.settings or {}).get("corpus", "other"))
@@ -161,7 +218,7 @@ def train_probe(run_dir, stream: str = "auto", epochs: int = 100, lr: float = PR
     atomic_write_json(info_path, {
         "label_names": list(data.label_names), "representation": config.representation, "window": config.window,
         "stride": config.stride, "fps": data.fps, "stream": stream, "input_transform": transform,
-        "pretrain_epochs": len(run.history),
+        "pretrain_epochs": len(run.history), **identity,
         "probe_epochs": epochs, "lr": lr, "weight_decay": weight_decay, "seed": seed, "train_windows": len(data.y), "train_top1": train_top1})
     return info_path
 
@@ -175,7 +232,8 @@ class Probe:
 
 
 def load_probe(run_dir) -> Probe:
-    """The saved probe of a run; a ``CheckpointError`` when it is missing, broken or older than the run."""
+    """The saved probe of a run; a ``CheckpointError`` when it is missing, broken, older than the run or
+    fitted on another run or another checkpoint (``run_identity``)."""
     weights, info_path = probe_files(run_dir)
     hint = f"fit it with cagelib.lab.your_gait.train_probe({str(resolve_path(run_dir))!r})"
     if not (weights.is_file() and info_path.is_file()):
@@ -195,15 +253,25 @@ def load_probe(run_dir) -> Probe:
     if info.get("pretrain_epochs") != epochs:
         raise CheckpointError(weights, None, f"fitted on the encoder after {info.get('pretrain_epochs')} epochs, "
                               f"the run now has {epochs}", hint)
+    identity = run_identity(run_dir)
+    if info.get("run_identity") != identity["run_identity"]:
+        raise CheckpointError(weights, None, "fitted on another run (run identity "
+                              f"{info.get('run_identity')}, this run's is {identity['run_identity']})", hint)
+    if info.get("checkpoint_sha256") != identity["checkpoint_sha256"]:
+        raise CheckpointError(weights, None, "fitted on another checkpoint.pt than the run's present one "
+                              f"(SHA-256 {str(info.get('checkpoint_sha256'))[:12]}..., now "
+                              f"{identity['checkpoint_sha256'][:12]}...)", hint)
     return Probe(head.eval(), mean, std, info)
 
 
 def ensure_probe(run_dir, **train_kwargs) -> Probe:
-    """The run's probe, fitted first (and said so) when it is missing or older than the run."""
+    """The run's probe, fitted first (and said so) when it is missing, older than the run or of another
+    run or checkpoint."""
     try:
         return load_probe(run_dir)
     except CheckpointError as err:
-        print(f"{err.problem}: fitting the emotion probe now (a linear layer on the frozen encoder)")
+        print(f"{format_message(err.source, err.item, err.problem)}: fitting the emotion probe of "
+              f"{resolve_path(run_dir)} now (a linear layer on the frozen encoder)")
         train_probe(run_dir, **train_kwargs)
         return load_probe(run_dir)
 
@@ -215,7 +283,17 @@ def analyse_gait(run_dir, recording, fps: float | None = None,
     probe = load_probe(run_dir)
     info = probe.info
     positions, rec_fps = load_recording(recording, fps, joint_map, scale)
+    recorded = len(positions)
     positions = resample(positions, rec_fps, float(info["fps"]))
+    minimum = min_frames(int(info["window"]))
+    if len(positions) < minimum:
+        at = "" if abs(rec_fps - float(info["fps"])) <= SAME_RATE * float(info["fps"]) else \
+            f" ({recorded} at {rec_fps:g} fps)"
+        raise DataFileError(recording if isinstance(recording, (str, os.PathLike)) else "recording", None,
+                            f"too short: {len(positions)} frames at {float(info['fps']):g} fps{at}, the minimum "
+                            f"is {minimum} ({minimum / float(info['fps']):.2f} s, half of the run's "
+                            f"{info['window']}-frame window); a shorter recording is mostly zero padding and "
+                            "its probabilities mean nothing", "record at least a few steps of walking")
     x, starts = recording_windows(positions, int(info["window"]), int(info["stride"]), info["representation"],
                                   float(info["fps"]))  # (W, window, 16, 3)
     encoder, _, _ = run_encoder(run_dir, info["stream"])
@@ -226,7 +304,7 @@ def analyse_gait(run_dir, recording, fps: float | None = None,
         logits = probe.head((features - probe.mean) / probe.std)  # (W, K)
         window_probs = torch.softmax(logits.double(), dim=1).numpy()
     prediction = GaitPrediction(window_probs, window_probs.mean(axis=0), tuple(info["label_names"]))
-    return GaitReport(positions, float(info["fps"]), starts, int(info["window"]), prediction)
+    return GaitReport(positions, float(info["fps"]), starts, int(info["window"]), prediction, recorded, rec_fps)
 
 
 def predict_gait(run_dir, recording, fps: float | None = None,
@@ -269,20 +347,57 @@ def plot_probabilities(report: GaitReport, title: str = "class probabilities ove
     return figure
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """The command line's options, each with its help sentence."""
+    parser = argparse.ArgumentParser(
+        prog="python -m cagelib.lab.your_gait", description=__doc__.split("\n")[0],
+        epilog="RUN_DIR is one pretraining run folder, the one holding config.json and checkpoint.pt, e.g. "
+               "outputs/demo/seed0/pretrain_emotion4+style15 (make demo) or outputs/runs/<name> (notebook 03); "
+               "given a folder above runs (outputs/demo), the command lists the run folders below it.")
+    parser.add_argument("run_dir", metavar="RUN_DIR",
+                        help="a pretraining run folder holding config.json and checkpoint.pt, e.g. "
+                             "outputs/demo/seed0/pretrain_emotion4+style15 (its emotion probe is fitted first if "
+                             "missing or stale)")
+    parser.add_argument("recording", metavar="RECORDING",
+                        help="a .bvh file (its own frame rate), or a .npy array (T, 16, 3) in metres, y up")
+    parser.add_argument("--fps", type=float, default=None,
+                        help="frame rate of a .npy recording (default 30); refused with a .bvh, which has its own")
+    parser.add_argument("--joint-map", default=None,
+                        help="JSON file {BVH joint: cagelib joint} naming the file's joints (default: Bandai's names)")
+    parser.add_argument("--scale", type=float, default=CENTIMETRES_TO_METRES,
+                        help=f"factor from the BVH file's units to metres (default {CENTIMETRES_TO_METRES:g}: "
+                             "centimetres, as Bandai)")
+    parser.add_argument("--device", default="auto",
+                        help="where the encoder runs: auto (CUDA if available), cpu, cuda, cuda:1, ...")
+    return parser
+
+
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m cagelib.lab.your_gait", description=__doc__.split("\n")[0])
-    parser.add_argument("run_dir", help="a pretraining run folder (its probe is fitted first if missing)")
-    parser.add_argument("recording", help="a .bvh file, or a .npy array (T, 16, 3) in metres, y up")
-    parser.add_argument("--fps", type=float, default=None, help="frame rate of a .npy recording (default 30)")
-    parser.add_argument("--joint-map", default=None, help="JSON file {BVH joint: cagelib joint} (default: Bandai)")
-    parser.add_argument("--scale", type=float, default=CENTIMETRES_TO_METRES, help="BVH units -> metres")
-    parser.add_argument("--device", default="auto")
+    parser = build_parser()
     args = parser.parse_args(argv)
+    if args.fps is not None and Path(args.recording).suffix.lower() == ".bvh":
+        parser.error(f"--fps {args.fps:g}: {args.recording} is a BVH file, which carries its own frame rate "
+                     "(Frame Time); leave out --fps (it is for .npy recordings)")
+    try:
+        load_run(args.run_dir)  # RUN_DIR must be one run folder: else the run folders below it are listed
+    except FileNotFoundError as err:
+        parser.error(str(err))
+    try:
+        _main(args)
+    except (CagelibError, FileNotFoundError) as err:
+        print(f"{parser.prog}: error: {err}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def _main(args) -> None:
     torch.set_num_threads(1)
-    joint_map = json.loads(Path(args.joint_map).read_text()) if args.joint_map else BANDAI_JOINT_MAP
+    joint_map = read_joint_map(args.joint_map) if args.joint_map else BANDAI_JOINT_MAP
     ensure_probe(args.run_dir, device=args.device)
     report = analyse_gait(args.run_dir, args.recording, args.fps, joint_map, args.scale, args.device)
-    print(f"{args.recording}: {len(report.positions)} frames at {report.fps:g} fps, "
+    rate = f"{report.fps:g} fps (the run's rate)"
+    if len(report.positions) != report.recorded_frames:
+        rate = f"{report.recorded_fps:.6g} fps, resampled to {len(report.positions)} frames at {rate}"
+    print(f"{args.recording}: {report.recorded_frames} frames at {rate}, "
           f"{len(report.window_starts)} windows of {report.window} frames")
     print(probabilities_table(report))
 

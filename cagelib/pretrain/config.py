@@ -6,11 +6,16 @@ The notebooks, the demo and the batch grid build it in one place: ``cagelib.lab.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+import hashlib
+import json
+import types
+import typing
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 
 import torch
 
+from ..errors import CheckpointError, DataFileError
 from ..methods.aimclr import PAPER_SCHEDULE as AIMCLR_SCHEDULE
 from ..methods.aimclr import AimCLRConfig
 from ..methods.cage import PRESETS, ContrastConfig
@@ -32,6 +37,97 @@ from .health import HealthConfig
 LEGACY_REPRESENTATION = "first_frame"  # their windows were first-frame centred
 LEGACY_VIEWS = "paper"  # their views were Crop + Joint Jittering (Eq. 1)
 OPTIMIZERS = ("sgd", "adamw")  # PretrainConfig.optimizer
+# Fields that say how a run ran, not what it is: they may differ between a run's config.json and its
+# checkpoint, or between an interrupted run and its resumption (cagelib.pretrain.checkpoint.RESUMABLE_CHANGES).
+HOW_IT_RAN = ("epochs", "device", "run_dir", "checkpoint_every", "progress", "fast", "health")
+_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+               tuple: "a list", list: "a list", dict: "an object"}
+
+
+def _type_problem(value, hint) -> str | None:
+    """None when ``value`` (from JSON) fits the annotation ``hint``, else what was expected."""
+    options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    for option in options:
+        base = typing.get_origin(option) or option
+        if option is type(None) and value is None:
+            return None
+        if base is bool and isinstance(value, bool):
+            return None
+        if base is int and isinstance(value, int) and not isinstance(value, bool):
+            return None
+        if base is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return None
+        if base is str and isinstance(value, str):
+            return None
+        if base in (tuple, list) and isinstance(value, (list, tuple)):
+            return None
+        if is_dataclass(base) and isinstance(value, (dict, base)):
+            return None
+        if base not in (bool, int, float, str, tuple, list, type(None)) and not is_dataclass(base):
+            return None  # an annotation this check does not know: accepted
+    names = [_TYPE_NAMES.get(typing.get_origin(o) or o, "null" if o is type(None) else
+                             f"an object ({getattr(o, '__name__', o)})") for o in options]
+    return " or ".join(dict.fromkeys(names))
+
+
+def check_config_types(cls, d, source=None, prefix: str = "") -> None:
+    """Refuse a loaded configuration (e.g. ``config.json``) whose values have the wrong JSON type, before
+    anything compares or uses them: ``DataFileError(source, "<key>", "expected an integer, got the string
+    '2'")``, the key dotted for nested settings (``model.widths``). Unknown keys are left to ``from_dict``."""
+    if not isinstance(d, dict):
+        raise DataFileError(source, prefix.rstrip(".") or None,
+                            f"expected an object of {cls.__name__} settings, got {_shown(d)}")
+    hints = typing.get_type_hints(cls)
+    for f in fields(cls):
+        if f.name not in d:
+            continue
+        value, hint = d[f.name], hints[f.name]
+        expected = _type_problem(value, hint)
+        if expected is not None:
+            raise DataFileError(source, prefix + f.name, f"expected {expected}, got {_shown(value)}")
+        nested = [o for o in (typing.get_args(hint) or (hint,)) if is_dataclass(o)]
+        if nested and isinstance(value, dict):
+            check_config_types(nested[0], value, source, f"{prefix}{f.name}.")
+
+
+def _shown(value) -> str:
+    kind = {bool: "a boolean", int: "the integer", float: "the number", str: "the string", list: "the list",
+            dict: "an object", type(None): "null"}.get(type(value), type(value).__name__)
+    text = json.dumps(value) if isinstance(value, (bool, int, float, str, type(None))) else repr(value)
+    text = text if len(text) <= 60 else text[:57] + "..."
+    return f"{kind} {text}" if not isinstance(value, dict) else "an object"
+
+
+def config_identity(config: "PretrainConfig | dict") -> str:
+    """The identity of a run: the SHA-256 (first 16 hex digits) of its resolved configuration without the
+    fields of ``HOW_IT_RAN``. A run's ``config.json`` and its ``checkpoint.pt`` (whose ``config`` entry is
+    the same configuration) have the same identity; another run's checkpoint has another one unless the two
+    runs share every setting."""
+    d = config.to_dict() if isinstance(config, PretrainConfig) else PretrainConfig.from_dict(dict(config)).to_dict()
+    kept = {k: v for k, v in d.items() if k not in HOW_IT_RAN}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def check_same_run(config_path, config: "PretrainConfig", checkpoint_path, state: dict) -> None:
+    """Refuse a ``checkpoint.pt`` that belongs to another run than ``config_path`` (``config.json``): their
+    identities (``config_identity``) must agree, naming both files and the settings that differ. A
+    checkpoint without a readable ``config`` entry (older or foreign) is left to the strict state-dict check
+    (``load_state_strict``: every key and shape of the model ``config`` builds)."""
+    saved = state.get("config") if isinstance(state, dict) else None
+    if not isinstance(saved, dict):
+        return
+    try:
+        saved_config = PretrainConfig.from_dict(dict(saved))
+    except (ValueError, TypeError, KeyError) as error:
+        raise CheckpointError(checkpoint_path, "entry 'config'", f"not a valid PretrainConfig ({error})") from None
+    if config_identity(saved_config) == config_identity(config):
+        return
+    ours, theirs = config.to_dict(), saved_config.to_dict()
+    changed = sorted(k for k in ours if k not in HOW_IT_RAN and json.dumps(ours[k], default=str)
+                     != json.dumps(theirs.get(k), default=str))
+    raise CheckpointError(checkpoint_path, None, f"belongs to another run than {config_path} (run identity "
+                          f"{config_identity(saved_config)} vs {config_identity(config)}; settings that differ: "
+                          f"{changed})", "put the run's own checkpoint.pt beside its config.json")
 
 
 def paper_schedule(method: str) -> tuple[int, tuple[int, ...]]:
@@ -129,10 +225,13 @@ class PretrainConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "PretrainConfig":
+    def from_dict(cls, d: dict, source=None) -> "PretrainConfig":
         """Inverse of ``to_dict`` (also of its JSON round trip). Fields missing from an older
         ``config.json`` take their defaults, except what those runs were trained with:
-        ``representation`` = ``LEGACY_REPRESENTATION`` and ``contrast.views`` = ``LEGACY_VIEWS``."""
+        ``representation`` = ``LEGACY_REPRESENTATION`` and ``contrast.views`` = ``LEGACY_VIEWS``. A value of
+        the wrong type is a ``DataFileError`` naming ``source`` (the file), the key, the type and the value
+        (``check_config_types``)."""
+        check_config_types(cls, d, source)
         unknown = set(d) - {f.name for f in fields(cls)}
         if unknown:
             raise ValueError(f"PretrainConfig: unknown fields {sorted(unknown)}")

@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Callable
@@ -35,8 +36,8 @@ from tqdm.auto import tqdm
 
 from ..device import resolve_device
 from ..atomic import atomic_write_json
-from ..errors import NonFiniteError
-from .checkpoint import (CHECKPOINT, METRICS, data_fingerprint, load_state_strict, read_checkpoint, save_checkpoint,
+from ..errors import CheckpointError, NonFiniteError
+from .checkpoint import (CHECKPOINT, METRICS, RunLock, data_fingerprint, load_state_strict, read_checkpoint, save_checkpoint,
                          write_config, write_metrics)
 from .config import PretrainConfig, PretrainResult, build_model
 from .fast import make_fast_step, optimizer_options
@@ -44,8 +45,8 @@ from .health import HealthMonitor
 
 HEALTH_INIT = "health_init.json"  # the health metrics before training (epoch 0)
 
-__all__ = ["PretrainConfig", "PretrainResult", "build_model", "pretrain", "train_step", "epoch_seed", "prepare_run",
-           "make_step", "run_epoch", "make_optimization", "epoch_metrics", "announce_epoch"]
+__all__ = ["PretrainConfig", "PretrainResult", "build_model", "pretrain", "check_data", "train_step", "epoch_seed",
+           "prepare_run", "make_step", "run_epoch", "make_optimization", "epoch_metrics", "announce_epoch"]
 
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: torch.Tensor,
@@ -74,19 +75,37 @@ def pretrain(config: PretrainConfig, x, run_dir: str | os.PathLike | None = None
     every epoch (live plots); a callback with a ``health_init(metrics)`` method also gets the health
     before training. ``health_labels = (x, y, groups)``: labelled TRAINING windows (of a task's fold, never its test
     side) for the health monitor's k-NN; None = no ``knn_*`` metrics.
+
+    The run folder is locked for the whole run (``cagelib.pretrain.checkpoint.RunLock``): a second process
+    on the same folder stops with ``RunFolderBusyError`` naming the holder, and a run whose folder is
+    replaced meanwhile (a rerun) stops with ``RunFolderReplacedError`` instead of writing into it. A run that
+    fails before its first checkpoint leaves no folder behind when it created the folder.
     """
     run_dir = Path(run_dir if run_dir is not None else config.run_dir)
+    with RunLock(run_dir) as lock:
+        try:
+            return _pretrain(config, x, run_dir, resume, callback, health_labels, lock)
+        except BaseException:
+            if lock.created and lock.owns() and not (run_dir / CHECKPOINT).exists():  # half-made, by this call
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise
+
+
+def _pretrain(config: PretrainConfig, x, run_dir: Path, resume: bool, callback, health_labels,
+              lock: RunLock) -> PretrainResult:
     device = resolve_device(config.device)
     data, steps, fingerprint, model, state = prepare_run(config, x, device, run_dir, resume, "pretrain")
     checkpoint_path = run_dir / CHECKPOINT
-    optimizer, scheduler, generator, start, history = make_optimization(config, model, device, state)
+    optimizer, scheduler, generator, start, history = make_optimization(config, model, device, state, checkpoint_path)
     run_dir.mkdir(parents=True, exist_ok=True)
+    lock.check()
     write_config(run_dir, config)
     write_metrics(run_dir / METRICS, history)
     monitor, health_init = None, None
     if config.health is not None:
         monitor = HealthMonitor(data, getattr(model, "augment", _identity_views), config.health, health_labels,
                                 device)
+        lock.check()
         health_init = _health_init(run_dir, monitor, model, fresh=state is None)
         if health_init is not None and hasattr(callback, "health_init"):
             callback.health_init(health_init)
@@ -105,8 +124,10 @@ def pretrain(config: PretrainConfig, x, run_dir: str | os.PathLike | None = None
         if monitor is not None:
             metrics.update(monitor(model))
         history.append(metrics)
+        lock.check()  # a rerun may have replaced the folder meanwhile: never write into its files
         write_metrics(run_dir / METRICS, history)
         if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs:
+            lock.check()
             save_checkpoint(checkpoint_path, model, optimizer, scheduler, generator, epoch + 1, history,
                              config, fingerprint)
         if bar is not None:
@@ -138,6 +159,15 @@ def _health_init(run_dir: Path, monitor: HealthMonitor, model: nn.Module, fresh:
     health = {"epoch": 0, "chance": monitor.chance, **monitor(model)}  # chance: retrieval's, 1 / windows
     atomic_write_json(path, health)
     return health
+
+
+def check_data(config: PretrainConfig, x, caller: str = "pretrain") -> None:
+    """Refuse, without creating or writing anything, data that ``pretrain`` would refuse: not (N, T, V, 3),
+    NaN or inf, fewer windows than ``batch_size``. For callers that write files before calling ``pretrain``
+    (so that a refused run leaves no half-made run folder)."""
+    data = _as_data(x, config, torch.device("cpu"))
+    if data.shape[0] // config.batch_size == 0:
+        raise ValueError(f"{caller}: {data.shape[0]} samples are fewer than batch_size={config.batch_size}")
 
 
 def prepare_run(config: PretrainConfig, x, device: torch.device, run_dir: Path, resume: bool,
@@ -187,9 +217,11 @@ def run_epoch(step_fn: Callable, data: torch.Tensor, config: PretrainConfig, epo
     return sums
 
 
-def make_optimization(config: PretrainConfig, model: nn.Module, device: torch.device, state: dict | None = None):
+def make_optimization(config: PretrainConfig, model: nn.Module, device: torch.device, state: dict | None = None,
+                      source: str | os.PathLike = CHECKPOINT):
     """SGD (or AdamW, ``config.optimizer``), its MultiStepLR schedule and the augmentation generator, restored from ``state`` when given:
-    ``(optimizer, scheduler, generator, start_epoch, history)``."""
+    ``(optimizer, scheduler, generator, start_epoch, history)``. An optimizer state of another model or
+    configuration is a ``CheckpointError`` naming ``source`` (the checkpoint), not torch's message."""
     if config.optimizer == "adamw":  # MAMP's optimizer (betas of its code)
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=(0.9, 0.95),
                                       weight_decay=config.weight_decay, **optimizer_options(config.fast, device))
@@ -201,10 +233,30 @@ def make_optimization(config: PretrainConfig, model: nn.Module, device: torch.de
     generator.manual_seed(config.seed)
     if state is None:
         return optimizer, scheduler, generator, 0, []
-    optimizer.load_state_dict(state["optimizer"])
+    _load_optimizer_state(optimizer, state["optimizer"], source)
     scheduler.load_state_dict(state["scheduler"])
     generator.set_state(state["generator"].cpu())
     return optimizer, scheduler, generator, state["epoch"], list(state["history"])
+
+
+def _load_optimizer_state(optimizer: torch.optim.Optimizer, saved, source) -> None:
+    """``optimizer.load_state_dict(saved)``, refusing (``CheckpointError`` naming ``source``) a state of another
+    model or configuration: other parameter groups or counts (torch's raw ``ValueError`` / ``KeyError``), or
+    per-parameter buffers (momentum, Adam moments) whose shapes differ from the parameters' (torch would
+    accept those and fail at the first step)."""
+    other = ("belongs to another model or configuration than the run's config.json", "resume only with the "
+             "checkpoint.pt written by this run (same config.json), or start a new run_dir")
+    try:
+        optimizer.load_state_dict(saved)
+    except (ValueError, KeyError, TypeError, IndexError, RuntimeError) as err:
+        raise CheckpointError(source, "entry 'optimizer'", f"{other[0]} ({type(err).__name__}: {err})",
+                              other[1]) from None
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for i, param in enumerate(params):
+        for name, buffer in optimizer.state.get(param, {}).items():
+            if torch.is_tensor(buffer) and buffer.dim() > 0 and tuple(buffer.shape) != tuple(param.shape):
+                raise CheckpointError(source, "entry 'optimizer'", f"{other[0]} (parameter {i}: {name} has shape "
+                                      f"{tuple(buffer.shape)}, the model's parameter {tuple(param.shape)})", other[1])
 
 
 def epoch_metrics(sums: dict[str, torch.Tensor], steps: int, epoch: int, lr: float, began: float,
