@@ -70,3 +70,12 @@ def bandai_subset(shared_data, tmp_path):
         return root
 
     return make
+
+
+@pytest.fixture(scope="session")
+def clip():
+    """A real walking clip of the embedded set (dataset-2 walk_exhausted_001): ``(T, 16, 3)`` in metres."""
+    from cagelib.data.tasks import embedded_set
+
+    gs = embedded_set()
+    return gs.positions[list(gs.meta["group"]).index("dataset-2/walk_exhausted_001")]

@@ -19,7 +19,6 @@ import torch
 from test_pretrain_loop import gaits, tiny_config
 from test_your_gait import bandai_bvh
 
-from cagelib.data.tasks import embedded_set
 from cagelib.errors import CagelibError, CheckpointError, DataFileError
 from cagelib.evaluate.features import knn_predict
 from cagelib.evaluate.protocols import EvalConfig, evaluate_folds, knn_eval, linear_eval
@@ -191,12 +190,6 @@ def gait_run(tmp_path_factory):
                        progress=False).run_dir
     yg.train_probe(run, epochs=5)
     return run
-
-
-@pytest.fixture(scope="module")
-def clip():
-    gs = embedded_set()
-    return gs.positions[list(gs.meta["group"]).index("dataset-2/walk_exhausted_001")]  # (T, 16, 3) metres
 
 
 def test_a_probe_of_another_run_or_checkpoint_is_refused_and_refitted(gait_run, tiny_runs, tmp_path, capsys):

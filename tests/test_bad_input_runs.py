@@ -8,7 +8,6 @@ of an installed package (tests/test_packaging.py), and the demo's and reproduce'
 from __future__ import annotations
 
 import errno
-import json
 import os
 import shutil
 import signal

@@ -75,3 +75,21 @@ def test_bad_settings_are_refused():
         PeerGridConfig(methods=("moco",))
     with pytest.raises(ValueError, match="folds"):
         PeerGridConfig(folds=1)
+
+
+def test_difference_table_pairs_seeds_and_gives_verdicts():
+    from cagelib.lab.peers import difference_table
+
+    def cell(method, seed, rows):
+        return {"method": method, "seed": seed, "rows": {
+            row: {"emotion4": {probe: {"balanced": value + 0.3 * seed} for probe in ("linear (z)", "k-NN")}}
+            for row, value in rows.items()}}
+
+    loaded = [cell("controls", s, {"random init (A-GCN)": 50.0 + 7 * s}) for s in range(3)]  # a large seed spread
+    loaded += [cell("geclr", s, {"geclr": 60.0 + 7 * s + (0.5 if s == 1 else 0)}) for s in range(3)]  # +10 paired
+    loaded += [cell("cage", s, {"cage": 60.0 + 7 * s + (-3, 4, -1)[s]}) for s in range(3)]  # +10 +- noise vs control
+    table = difference_table(loaded, ("emotion4",), "balanced")
+    rows = {tuple(line.split(" | ")[:2]): line for line in table.splitlines()[2:]}
+    assert "A > B" in rows[("| geclr", "random init (A-GCN)")]  # paired: the shared seed spread cancels
+    assert "not separable" in rows[("| cage", "geclr")]  # 0 +- noise
+    assert ("| geclr", "geclr") not in rows

@@ -27,7 +27,7 @@ def _conda_requirements() -> dict[str, str]:
     reqs = {}
     text = (ROOT / "environment.yml").read_text()
     for line in text[text.index("dependencies:"):].splitlines():
-        m = re.match(r"^  - ([A-Za-z0-9_.\-]+[^:]*)$", line)
+        m = re.match(r"^  - ([A-Za-z0-9_.\-]+[^:]*)$", line) or re.match(r"^      - ([A-Za-z][A-Za-z0-9_.\-]*.*)$", line)  # conda, pip
         if not m or m.group(1).strip() in ("pip",) or m.group(1).startswith("python="):
             continue
         name, spec = _split(m.group(1))

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from cagelib.data.tasks import embedded_set
 from cagelib.errors import CagelibError, CheckpointError
 from cagelib.lab import your_gait as yg
 from cagelib.lab.settings import RunSettings, pretrain_run
@@ -59,12 +58,6 @@ def run_dir(tmp_path_factory):
     run = pretrain_run(RunSettings(epochs=1, max_pretrain_windows=64), outputs=outputs, progress=False).run_dir
     yg.train_probe(run, epochs=20)
     return run
-
-
-@pytest.fixture(scope="module")
-def clip():
-    gs = embedded_set()
-    return gs.positions[list(gs.meta["group"]).index("dataset-2/walk_exhausted_001")]  # (T, 16, 3) metres
 
 
 def test_array_gives_one_probability_row_per_window(run_dir, clip):

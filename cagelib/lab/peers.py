@@ -52,6 +52,7 @@ import torch
 
 from ..atomic import atomic_write_json, atomic_write_text
 from ..data.tasks import embedded_set, gait_task
+from ..evaluate.compare import compare
 from ..evaluate.features import StreamEncoder, extract_features
 from ..evaluate.protocols import EvalConfig, evaluate_folds
 from ..evaluate.supervised import SupervisedConfig
@@ -294,6 +295,40 @@ def accuracy_table(loaded: list[dict], tasks, metric: str) -> str:
     return results_table(lines)
 
 
+FAIR_CONTROLS = {"mamp": "random init (MotionEncoder, mamp's)"}  # else the A-GCN's: "random init (A-GCN)"
+COMPARED_PROBES = ("linear (z)", "k-NN")  # the fair probes (standardised features, no training)
+
+
+def difference_table(loaded: list[dict], tasks, metric: str) -> str:
+    """Per method and task: the paired difference over seeds (``cagelib.evaluate.compare``, 95 % interval,
+    verdict) of ``metric`` against the same encoder at random init (its fair control) and against GE-CLR
+    (the paper's baseline), on the fair probes. Seeds are paired by their number (same folds)."""
+    values: dict[str, dict[int, dict]] = {}  # row -> seed -> per-task probe results
+    for cell in loaded:
+        for row, per_task in cell["rows"].items():
+            values.setdefault(row, {})[cell["seed"]] = per_task
+    methods = [c["method"] for c in loaded if c["method"] not in REFERENCE_CELLS]
+    lines = []
+    for method in dict.fromkeys(methods):
+        for other in (FAIR_CONTROLS.get(method, "random init (A-GCN)"), "geclr"):
+            if other == method or other not in values:
+                continue
+            line = {"A": method, "B": other}
+            for task in tasks:
+                for probe in COMPARED_PROBES:
+                    seeds = sorted(set(values[method]) & set(values[other]))
+                    pairs = [(values[method][s][task][probe][metric], values[other][s][task][probe][metric])
+                             for s in seeds if probe in values[method][s].get(task, {})]
+                    if len(pairs) < 2:
+                        line[f"{task} {probe}"] = "-"
+                        continue
+                    c = compare([a for a, _ in pairs], [b for _, b in pairs])
+                    verdict = {"A > B": "A > B", "B > A": "B > A"}.get(c.verdict, "not separable")
+                    line[f"{task} {probe}"] = f"{c.difference:+.1f} [{c.low:+.1f}, {c.high:+.1f}] {verdict}"
+            lines.append(line)
+    return results_table(lines)
+
+
 def cost_table(loaded: list[dict]) -> str:
     """Per method: pretraining seconds and ms/step (one thread), and the first stream's health before ->
     after pretraining (retrieval of the matching view among fixed windows; k-NN on fold 0's training side;
@@ -341,6 +376,16 @@ depend on the probe: their one result is repeated in every column.
 ## Clip accuracy (one vote per clip: the majority of its windows)
 
 {accuracy_table(loaded, config.tasks, "clip_top1") if loaded else "(no cell yet)"}
+
+## Paired differences (balanced accuracy, points; 95 % interval over seeds and verdict)
+
+A - B per seed on the same folds, the mean with Student's t interval over the seeds (`cagelib.evaluate.compare`):
+"A > B" or "B > A" only where the interval excludes 0. B is the same encoder at random init (the fair control)
+or GE-CLR (the paper's baseline); the probes are the fair ones (z-scored features, k-NN). With this many
+comparisons at 95 %, a few "separated" cells are expected by chance alone; each was measured on one machine and
+one kernel set (the demo's readings are checked on two: README).
+
+{difference_table(loaded, config.tasks, "balanced") if loaded else "(no cell yet)"}
 
 ## Cost and training health (first stream; before -> after pretraining, mean over seeds)
 
