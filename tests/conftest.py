@@ -79,3 +79,9 @@ def clip():
 
     gs = embedded_set()
     return gs.positions[list(gs.meta["group"]).index("dataset-2/walk_exhausted_001")]
+
+
+@pytest.fixture(scope="session")
+def release_folder() -> Path:
+    """The whole real-data folder (``SHARED_DATA``), which may be absent: tests use it only where present."""
+    return SHARED_DATA

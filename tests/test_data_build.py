@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ from cagelib.data import GaitSet, load_bandai, load_compact, load_embedded, read
 from cagelib.data.bandai import DEFAULT_QUANTUM, EMBEDDED_PATH
 from cagelib.data.build import build, main
 
-from conftest import REPO_ROOT as REPO, SHARED_DATA
+REPO = Path(__file__).resolve().parents[1]
 
 MAX_ERROR = DEFAULT_QUANTUM / 2 + 1e-6  # half a quantisation step, plus float32 rounding of ~10 m values
 
@@ -89,7 +90,7 @@ def test_embedded_file_matches_the_bvh(shared_data):
         assert np.abs(gs.positions[i] - x).max() <= MAX_ERROR
 
 
-def test_test_data_is_an_unmodified_copy_of_the_release(shared_data):
+def test_test_data_is_an_unmodified_copy_of_the_release(shared_data, release_folder):
     """Every real file in tests/data (unpacked) has the SHA-256 its original has in the release
     (tests/data/SHA256SUMS, written from the release); where the release is at hand (../shared/data or
     CAGELIB_SHARED_DATA), the originals are checked against the same sums. Never skips."""
@@ -98,5 +99,5 @@ def test_test_data_is_an_unmodified_copy_of_the_release(shared_data):
     assert files == set(sums) and len(files) >= 12
     for name, digest in sums.items():
         assert hashlib.sha256((shared_data / name).read_bytes()).hexdigest() == digest, name
-        if (SHARED_DATA / name).is_file():  # the release itself, when present
-            assert hashlib.sha256((SHARED_DATA / name).read_bytes()).hexdigest() == digest, SHARED_DATA / name
+        if (release_folder / name).is_file():  # the release itself, when present
+            assert hashlib.sha256((release_folder / name).read_bytes()).hexdigest() == digest, release_folder / name
