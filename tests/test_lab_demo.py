@@ -44,6 +44,9 @@ def test_demo_runs_twice_in_one_folder_and_writes_its_report(tmp_path, capsys):
     assert rows["majority class"]["balanced"] == 25.0
     assert report["seeds"]["0"]["health"]["emotion4+style15"]["final"]["epoch"] == 1
     assert "| pretrained, linear |" in (out / "report.md").read_text()
+    # one seed gives no interval: the paired differences are there, as dashes
+    assert "Paired differences" in (out / "report.md").read_text()
+    assert "| pretrained, linear (z) | random init, linear (z) | - | - |" in saved["differences"]
     assert command(config).startswith("python -m cagelib.lab.demo --epochs 1")
     # the default pretraining step is the fast one, and the report says which step ran
     assert config.fast and "the fast step" in (out / "report.md").read_text()
@@ -65,3 +68,18 @@ def test_the_table_shows_a_row_missing_on_one_task_as_a_dash():
                                         "walkstyle7": {"pretrained, linear": cell}}}}}
     table = comparison_table(report)
     assert "| supervised (from scratch) | 50.0 | 40.0 | 30.0 | - | - | - |" in table
+
+
+def test_the_paired_differences_pair_seeds_and_say_not_separable_within_the_noise():
+    from cagelib.lab.comparison import differences_table
+
+    def seed(pretrained, random, handcrafted):
+        rows = {"pretrained, linear (z)": pretrained, "random init, linear (z)": random,
+                "hand-crafted, logistic regression": handcrafted}
+        return {"tasks": {"emotion4": {r: {"balanced": v} for r, v in rows.items()}}}
+
+    report = {"seeds": {"0": seed(80, 70, 79), "1": seed(71, 61, 82), "2": seed(90, 80.5, 77)}}
+    table = differences_table(report)
+    assert "| pretrained, linear (z) | random init, linear (z) | +9.8 [" in table and "A > B |" in table
+    assert "| pretrained, linear (z) | hand-crafted, logistic regression | +1.0 [" in table
+    assert table.count("not separable") == 1 and table.count("| - |") == 2  # k-NN, raw linear: rows absent

@@ -93,3 +93,14 @@ def test_difference_table_pairs_seeds_and_gives_verdicts():
     assert "A > B" in rows[("| geclr", "random init (A-GCN)")]  # paired: the shared seed spread cancels
     assert "not separable" in rows[("| cage", "geclr")]  # 0 +- noise
     assert ("| geclr", "geclr") not in rows
+
+
+def test_run_jobs_reports_each_result_in_job_order_in_workers_and_inline():
+    import math
+
+    from cagelib.lab.comparison import run_jobs
+
+    for workers in (1, 2):
+        seen = []
+        assert run_jobs(math.factorial, [3, 4, 5], workers, done=seen.append) == [6, 24, 120]
+        assert seen == [6, 24, 120]

@@ -47,6 +47,7 @@ import torch
 
 from ..atomic import atomic_write_json, atomic_write_text
 from ..data.tasks import TaskConfig, embedded_set, gait_task, task_family
+from ..evaluate.compare import compare as paired
 from ..evaluate.handcrafted import gait_features, handcrafted_probe
 from ..evaluate.metrics import majority_result, prediction_result
 from ..evaluate.features import StreamEncoder, extract_features
@@ -276,16 +277,25 @@ def _stop_workers(pool: ProcessPoolExecutor) -> None:
             process.join(1)
 
 
-def run_jobs(function, jobs: list, workers: int) -> list:
+def run_jobs(function, jobs: list, workers: int, done=None) -> list:
     """``[function(job) for job in jobs]``, in ``workers`` spawned processes when ``workers > 1`` (and more
     than one job). The workers die with this process, even when it is SIGKILLed; when it is interrupted
-    (SIGINT, SIGTERM through ``SystemExit``, an error in a job) they are terminated before it re-raises."""
+    (SIGINT, SIGTERM through ``SystemExit``, an error in a job) they are terminated before it re-raises.
+    ``done(result)``, if given, is called for each result in job order as soon as it is there."""
+    def collect(results) -> list:
+        out = []
+        for result in results:
+            out.append(result)
+            if done is not None:
+                done(result)
+        return out
+
     if workers <= 1 or len(jobs) <= 1:
-        return [function(job) for job in jobs]
+        return collect(function(job) for job in jobs)
     pool = ProcessPoolExecutor(min(workers, len(jobs)), mp_context=get_context("spawn"),
                                initializer=_worker_init, initargs=(os.getpid(),))
     try:
-        results = list(pool.map(function, jobs))
+        results = collect(pool.map(function, jobs))
     except BaseException:
         _stop_workers(pool)
         raise
@@ -306,8 +316,10 @@ def compare(config: ComparisonConfig, fresh: bool = True) -> dict:
     report = {"config": asdict(config), "seeds": dict(zip(map(str, config.seeds), per_seed)),
               "seconds": time.time() - started, "torch": torch.__version__}
     report["table"] = comparison_table(report)
+    report["differences"] = differences_table(report)
     atomic_write_json(out / "results.json", report)
-    atomic_write_text(out / "table.md", report["table"] + "\n")
+    atomic_write_text(out / "table.md", report["table"] + "\n\nPaired differences, balanced accuracy in points "
+                      "(95 % interval over seeds, verdict):\n\n" + report["differences"] + "\n")
     return report
 
 
@@ -327,6 +339,33 @@ def comparison_table(report: dict) -> str:
                 values = np.array([seed["tasks"][task][row][key] for seed in per_seed])
                 std = float(values.std(ddof=1)) if len(values) > 1 else None
                 line[f"{task} {label} %"] = format_mean_std(float(values.mean()), std, precision=1)
+        rows.append(line)
+    return results_table(rows)
+
+
+PAIRED = (  # (A, B): pretrained against its controls, the fair one first
+    ("pretrained, linear (z)", "random init, linear (z)"),
+    ("pretrained, k-NN", "random init, k-NN"),
+    ("pretrained, linear", "random init, linear"),
+    ("pretrained, linear (z)", "hand-crafted, logistic regression"),
+)
+
+
+def differences_table(report: dict, metric: str = "balanced") -> str:
+    """Markdown: per (A, B) of ``PAIRED`` and task, the paired difference A - B of ``metric`` over seeds with its
+    95 % interval and verdict (``cagelib.evaluate.compare``); "-" with fewer than 2 seeds or a missing row."""
+    per_seed = list(report["seeds"].values())
+    tasks = list(per_seed[0]["tasks"])
+    rows = []
+    for a, b in PAIRED:
+        line = {"A": a, "B": b}
+        for task in tasks:
+            have = all(a in s["tasks"][task] and b in s["tasks"][task] for s in per_seed)
+            if len(per_seed) < 2 or not have:
+                line[f"{task} A - B"] = "-"
+                continue
+            c = paired([s["tasks"][task][a][metric] for s in per_seed], [s["tasks"][task][b][metric] for s in per_seed])
+            line[f"{task} A - B"] = f"{c.difference:+.1f} [{c.low:+.1f}, {c.high:+.1f}] {c.verdict}"
         rows.append(line)
     return results_table(rows)
 

@@ -133,6 +133,8 @@ def run(config: DemoConfig) -> dict:
     atomic_write_json(out / "results.json", report)
     health = health_summary(report)
     print(report["table"])
+    print("\nPaired differences, balanced accuracy in points (95 % interval over seeds, verdict):\n"
+          + report["differences"])
     print("Training health (eval mode, fixed windows; before -> after pretraining, mean over seeds):\n" + health)
     _write_report(out, config, report, health)
     print(f"\nResults: {out / 'report.md'} ({report['total_seconds']:.0f} s)")
@@ -167,6 +169,12 @@ Evaluation: {config.folds} clip-grouped folds x {config.repeats} repeat(s) per s
 each cell is the mean +- std over seeds of the seed's mean over folds, in %.
 
 {report['table']}
+
+Paired differences A - B, balanced accuracy in points: per seed on the same folds, the mean with its 95 %
+interval over seeds (Student's t, `cagelib.evaluate.compare`); "A > B" or "B > A" only where the interval
+excludes 0, else "not separable":
+
+{report['differences']}
 
 Training health (eval mode, fixed windows, before -> after pretraining, mean over seeds):
 {health}

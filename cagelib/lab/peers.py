@@ -42,9 +42,7 @@ import json
 import shutil
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field, replace
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +64,7 @@ from .comparison import (
     _fold_means,
     _reference_rows,
     corpus_groups,
+    run_jobs,
     supervised_rows,
 )
 from .demo import DemoConfig
@@ -253,15 +252,8 @@ def run_grid(config: PeerGridConfig, log=print) -> str:
     """Run the cells not done yet, then write and return the table."""
     todo = [(config, m, s) for m, s in cells(config) if not _done(config, m, s)]
     log(f"peers: {len(cells(config)) - len(todo)} cells done, {len(todo)} to run in {config.workers} processes")
-    if config.workers > 1 and len(todo) > 1:
-        with ProcessPoolExecutor(min(config.workers, len(todo)), mp_context=get_context("spawn")) as pool:
-            for future in as_completed([pool.submit(_cell_job, job) for job in todo]):
-                method, seed, seconds = future.result()
-                log(f"  {method}, seed {seed}: {seconds:.0f} s")
-    else:
-        for job in todo:
-            method, seed, seconds = _cell_job(job)
-            log(f"  {method}, seed {seed}: {seconds:.0f} s")
+    # the workers die with this process (run_jobs); each cell is saved by its worker as soon as it is done
+    run_jobs(_cell_job, todo, config.workers, done=lambda r: log(f"  {r[0]}, seed {r[1]}: {r[2]:.0f} s"))
     return write_table(config)
 
 
