@@ -47,7 +47,7 @@ import torch
 
 from ..atomic import atomic_write_json, atomic_write_text
 from ..data.tasks import TaskConfig, embedded_set, gait_task, task_family
-from ..evaluate.compare import compare as paired
+from ..evaluate.compare import compare as paired, seeds_to_separate
 from ..evaluate.handcrafted import gait_features, handcrafted_probe
 from ..evaluate.metrics import majority_result, prediction_result
 from ..evaluate.features import StreamEncoder, extract_features
@@ -353,7 +353,9 @@ PAIRED = (  # (A, B): pretrained against its controls, the fair one first
 
 def differences_table(report: dict, metric: str = "balanced") -> str:
     """Markdown: per (A, B) of ``PAIRED`` and task, the paired difference A - B of ``metric`` over seeds with its
-    95 % interval and verdict (``cagelib.evaluate.compare``); "-" with fewer than 2 seeds or a missing row."""
+    95 % interval and verdict (``cagelib.evaluate.compare``); where not separable, how many seeds would separate
+    a true difference of the observed size at the observed spread (``seeds_to_separate``); "-" with fewer than
+    2 seeds or a missing row."""
     per_seed = list(report["seeds"].values())
     tasks = list(per_seed[0]["tasks"])
     rows = []
@@ -364,8 +366,12 @@ def differences_table(report: dict, metric: str = "balanced") -> str:
             if len(per_seed) < 2 or not have:
                 line[f"{task} A - B"] = "-"
                 continue
-            c = paired([s["tasks"][task][a][metric] for s in per_seed], [s["tasks"][task][b][metric] for s in per_seed])
+            x, y = ([s["tasks"][task][row][metric] for s in per_seed] for row in (a, b))
+            c = paired(x, y)
             line[f"{task} A - B"] = f"{c.difference:+.1f} [{c.low:+.1f}, {c.high:+.1f}] {c.verdict}"
+            if c.verdict == "not separable":  # how many seeds a true difference of this size would need
+                needed = seeds_to_separate(c.difference, float(np.std(np.subtract(x, y), ddof=1)))
+                line[f"{task} A - B"] += f" (~{needed} seeds would separate it)" if needed else ""
         rows.append(line)
     return results_table(rows)
 
