@@ -166,3 +166,25 @@ def test_small_forward_is_fast_on_cpu():
         model(x)
         elapsed = time.perf_counter() - start
     assert elapsed < 3.0, f"small A-GCN forward of (8, 250, 16, 3) took {elapsed:.2f}s on CPU"
+
+
+def test_the_2s_agcn_embedding_init_is_kaiming_fan_out_and_the_default_is_unchanged():
+    import math
+
+    from cagelib.methods.encoders import AGCN, AGCNConfig
+
+    torch.manual_seed(0)
+    default = AGCN(AGCNConfig())
+    torch.manual_seed(0)
+    again = AGCN(AGCNConfig(embedding_init="pytorch"))
+    assert all(torch.equal(a, b) for a, b in zip(default.state_dict().values(), again.state_dict().values()))
+    torch.manual_seed(0)
+    original = AGCN(AGCNConfig(embedding_init="2s-agcn"))
+    unit = [m for m in original.modules() if hasattr(m, "theta")][1]  # a 64 -> 64 unit: theta has 16 outputs
+    theta = unit.theta[0].weight  # (16, 64, 1, 1): fan_out = 16, Kaiming std sqrt(2 / 16)
+    assert abs(float(theta.std()) - math.sqrt(2 / theta.shape[0])) < 0.05 and not unit.theta[0].bias.any()
+    downs = [m for m in original.modules() if hasattr(m, "down") and not isinstance(m.down, torch.nn.Identity)]
+    conv = downs[0].down[0]
+    assert abs(float(conv.weight.std()) - math.sqrt(2 / conv.weight.shape[0])) < 0.05 and not conv.bias.any()
+    with pytest.raises(ValueError, match="embedding_init"):
+        AGCNConfig(embedding_init="xavier")

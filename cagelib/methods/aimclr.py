@@ -48,7 +48,12 @@ as a KL divergence (code: the cross-entropy, which has the same gradient and exc
 entropy); mining applies in every step with a tensor flag (``set_epoch``; no branch, no host sync), the mined
 loss equals InfoNCE while mining is off (``mining_epoch`` is 0-based: 150 mines from the 151st epoch on, as the
 code's 1-based ``epoch <= mining_epoch`` test); the extreme view's features come from one encoder pass with and
-without EADM (as the code) and go through the head in one batch.
+without EADM (as the code) and go through the head in one batch. Two more, found by comparing with the code
+on identical tensors and not yet measured (kept as they are, so the peer grid's cells still reproduce): the
+extreme view's rotation turns the opposite way about x and z (``_Rotate3`` with ``body_augment._axis_rotation``;
+the code applies the transpose, ``R = R.T``; with one-sided angles U(0, 30) degrees the direction matters), and
+the temporal flip is on (``time_flip_p = 0.5``) where the public feeder's default leaves it out (set
+``time_flip_p=0`` for the code's default).
 """
 from __future__ import annotations
 
@@ -84,7 +89,8 @@ class AimCLRConfig:
     flip_mirror: bool = False  # extreme: also negate the lateral axis, a true mirror (code: False, joints swapped only)
     rotate_degrees: float = 30.0  # extreme: one random main axis rotated by U(0, 30) degrees (code: 30)
     rotate_minor_degrees: float = 1.0  # extreme: the two other axes by U(0, 1) degrees (code: 1)
-    time_flip_p: float = 0.5  # extreme: probability of reversing the valid frames (code: 0.5)
+    time_flip_p: float = 0.5  # extreme: probability of reversing the valid frames (code: 0.5 when enabled; its
+    #                           feeder's default leaves the flip out: 0)
     noise_p: float = 0.5  # extreme: probability of Gaussian noise (code: 0.5)
     noise_std: float = 0.01  # extreme: its standard deviation, in the data's units (code: 0.01 on metres)
     blur_p: float = 0.5  # extreme: probability of the Gaussian blur over time (code: 0.5)

@@ -51,6 +51,9 @@ def adjacency_subsets(edges=EDGES, num_joints: int = NUM_JOINTS) -> torch.Tensor
     return torch.stack([identity, normalise_columns(inward), normalise_columns(outward)])  # (3, V, V)
 
 
+EMBEDDING_INITS = ("pytorch", "2s-agcn")  # AGCNConfig.embedding_init
+
+
 @dataclass
 class AGCNConfig:
     in_channels: int = 3  # coordinate channels per joint (x, y, z or r, theta, phi)
@@ -64,6 +67,9 @@ class AGCNConfig:
     dropout: float = 0.0  # dropout on the pooled representation
     width_multiplier: float = 1.0  # scales every width (0.25 for CPU-sized runs)
     embedding_ratio: int = 4  # theta/phi embedding channels = width // embedding_ratio
+    embedding_init: str = "pytorch"  # theta, phi and the residual `down` convolutions: "pytorch" (PyTorch's default
+    #   Conv2d init, this project's so far) | "2s-agcn" (the original code's conv_init: Kaiming normal, fan_out,
+    #   zero bias); docs/decisions.md, "A-GCN embedding init"
 
     def __post_init__(self) -> None:
         self.widths, self.strides = tuple(self.widths), tuple(self.strides)
@@ -76,6 +82,8 @@ class AGCNConfig:
             raise ValueError(f"AGCNConfig: num_subsets must be 3 (identity, inward, outward), got {self.num_subsets}")
         if self.width_multiplier <= 0:
             raise ValueError(f"AGCNConfig: width_multiplier must be positive, got {self.width_multiplier}")
+        if self.embedding_init not in EMBEDDING_INITS:
+            raise ValueError(f"AGCNConfig: embedding_init must be one of {EMBEDDING_INITS}, got {self.embedding_init!r}")
 
     @property
     def scaled_widths(self) -> tuple:
@@ -120,6 +128,11 @@ class AdaptiveGraphConv(nn.Module):
             nn.init.normal_(w.weight, 0.0, math.sqrt(2.0 / (out_channels * in_channels * num_subsets)))
             nn.init.zeros_(w.bias)
         nn.init.constant_(self.bn.weight, 1e-6)  # the unit starts as (nearly) its residual path
+        if config.embedding_init == "2s-agcn":  # the original's conv_init on every other 1x1 convolution
+            embeddings = [*self.theta, *self.phi] if self.data_dependent else []
+            for conv in embeddings + [m for m in self.down.modules() if isinstance(m, nn.Conv2d)]:
+                nn.init.kaiming_normal_(conv.weight, mode="fan_out")
+                nn.init.zeros_(conv.bias)
         self.fused = False  # one batched pass over the subsets (class docstring)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
