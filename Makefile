@@ -4,9 +4,10 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.cagelib-installed
-# Installed only when the environment has no torch yet: a user's CUDA build is kept.
-# (On this project's machines `torch==2.13.0` resolves to a local CPU wheel; elsewhere pass
-# TORCH_PIP_ARGS="--index-url <PyTorch's CPU wheel index>" to avoid a multi-GB CUDA download.)
+# Installed only when the environment has no torch yet: a user's CUDA build is kept. pip's default torch wheel
+# on Linux x86-64 is the CUDA build (several GB); for PyTorch's CPU build pass
+# TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu".
+# (On the project's own CI machines pip finds a local CPU wheel of torch 2.13.0 and downloads nothing.)
 TORCH ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
 
