@@ -24,9 +24,9 @@ from test_pretrain_loop import gaits, losses, tiny_config
 
 from cagelib import atomic
 from cagelib.atomic import NoSpaceError, atomic_write_text
-from cagelib.lab import comparison, demo, reproduce
-from cagelib.pretrain.checkpoint import (CHECKPOINT, RUN_LOCK, RunFolderBusyError, RunFolderReplacedError, RunLock,
-                                         load_checkpoint_file)
+from cagelib.lab import comparison, demo, jobs, reproduce
+from cagelib.pretrain.checkpoint import CHECKPOINT, load_checkpoint_file
+from cagelib.pretrain.run_lock import RUN_LOCK, RunFolderBusyError, RunFolderReplacedError, RunLock
 from cagelib.pretrain.loop import check_data, pretrain
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -284,7 +284,7 @@ def test_an_interrupted_pool_terminates_its_workers_at_once(monkeypatch):
     before = {p.pid for p in psutil.Process().children(recursive=True)}
     began = time.monotonic()
     with pytest.raises(ZeroDivisionError):
-        comparison.run_jobs(_sleep_or_fail, [0, 600], workers=2)  # job 1 fails; job 2 would run for 10 min
+        jobs.run_jobs(_sleep_or_fail, [0, 600], workers=2)  # job 1 fails; job 2 would run for 10 min
     assert time.monotonic() - began < 120
     new = {p.pid for p in psutil.Process().children(recursive=True)
            if "resource_tracker" not in " ".join(p.cmdline())} - before  # the tracker lives as long as pytest

@@ -98,7 +98,7 @@ def test_difference_table_pairs_seeds_and_gives_verdicts():
 def test_run_jobs_reports_each_result_in_job_order_in_workers_and_inline():
     import math
 
-    from cagelib.lab.comparison import run_jobs
+    from cagelib.lab.jobs import run_jobs
 
     for workers in (1, 2):
         seen = []

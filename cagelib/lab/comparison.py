@@ -28,18 +28,12 @@ an earlier run never writes into a later run's folder.
 """
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import shutil
-import signal
-import sys
-import threading
 import time
 import uuid
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +51,7 @@ from ..methods.encoders import AGCN
 from ..pretrain.config import build_model
 from ..pretrain.loop import pretrain
 from .settings import RunSettings, health_labels, pretrain_config
+from .jobs import run_jobs
 from .tables import format_mean_std, results_table
 
 METRICS = (("top1", "top-1"), ("balanced", "balanced"), ("clip_top1", "clip"))
@@ -174,8 +169,8 @@ def run_seed(config: ComparisonConfig, seed: int, token: str | None = None) -> d
 
 def _seed_job(args) -> dict:
     """``run_seed`` in a worker; its result is also saved at once (``seed<s>/result.json``), so a failure
-    after it (another seed, the table) loses no finished seed. ``args``: ``(config, seed[, token])``."""
-    config, seed, token = (*args, None)[:3]
+    after it (another seed, the table) loses no finished seed. ``args``: ``(config, seed, token)``."""
+    config, seed, token = args
     result = run_seed(config, seed, token)
     check_output(config.out, token)
     atomic_write_json(Path(config.out) / f"seed{seed}" / "result.json", result)
@@ -234,73 +229,6 @@ def check_seeds(seeds, source: str = "seeds") -> None:
     twice = sorted({s for s in seeds if seeds.count(s) > 1})
     if twice:
         raise ValueError(f"{source}: {twice[0]} is given twice; each seed is one pretraining, give it once")
-
-
-# ---------------------------------------------------------------- seed workers that die with their parent
-
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
-
-
-def _worker_init(parent: int) -> None:
-    """Initializer of a seed worker: it dies with the process that started it, even a SIGKILLed one. Linux:
-    ``prctl(PR_SET_PDEATHSIG, SIGKILL)``; everywhere: a thread that exits when the parent pid changes."""
-    if sys.platform.startswith("linux"):
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-        except (OSError, AttributeError):  # no prctl: the thread below still works
-            pass
-    if os.getppid() != parent:  # the parent died before the line above
-        os._exit(1)
-    threading.Thread(target=_watch_parent, args=(parent,), name="watch-parent", daemon=True).start()
-
-
-def _watch_parent(parent: int, every: float = 0.5) -> None:
-    while os.getppid() == parent:
-        time.sleep(every)
-    os._exit(1)  # re-parented: the parent is gone; no cleanup can run in its place
-
-
-def _stop_workers(pool: ProcessPoolExecutor) -> None:
-    """Terminate ``pool``'s worker processes now (SIGTERM, then SIGKILL after 5 s) instead of waiting for
-    their jobs: the parent is stopping (Ctrl-C, SIGTERM, an error)."""
-    processes = list((getattr(pool, "_processes", None) or {}).values())
-    pool.shutdown(wait=False, cancel_futures=True)
-    for process in processes:
-        if process.is_alive():
-            process.terminate()
-    deadline = time.monotonic() + 5
-    for process in processes:
-        process.join(max(0.0, deadline - time.monotonic()))
-        if process.is_alive():
-            process.kill()
-            process.join(1)
-
-
-def run_jobs(function, jobs: list, workers: int, done=None) -> list:
-    """``[function(job) for job in jobs]``, in ``workers`` spawned processes when ``workers > 1`` (and more
-    than one job). The workers die with this process, even when it is SIGKILLed; when it is interrupted
-    (SIGINT, SIGTERM through ``SystemExit``, an error in a job) they are terminated before it re-raises.
-    ``done(result)``, if given, is called for each result in job order as soon as it is there."""
-    def collect(results) -> list:
-        out = []
-        for result in results:
-            out.append(result)
-            if done is not None:
-                done(result)
-        return out
-
-    if workers <= 1 or len(jobs) <= 1:
-        return collect(function(job) for job in jobs)
-    pool = ProcessPoolExecutor(min(workers, len(jobs)), mp_context=get_context("spawn"),
-                               initializer=_worker_init, initargs=(os.getpid(),))
-    try:
-        results = collect(pool.map(function, jobs))
-    except BaseException:
-        _stop_workers(pool)
-        raise
-    pool.shutdown(wait=True)
-    return results
 
 
 def compare(config: ComparisonConfig, fresh: bool = True) -> dict:

@@ -64,10 +64,10 @@ from .comparison import (
     _fold_means,
     _reference_rows,
     corpus_groups,
-    run_jobs,
     supervised_rows,
 )
 from .demo import DemoConfig
+from .jobs import run_jobs
 from .settings import RunSettings, health_labels, pretrain_config, repo_root
 from .tables import format_mean_std, results_table
 

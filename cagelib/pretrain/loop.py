@@ -37,11 +37,12 @@ from tqdm.auto import tqdm
 from ..device import resolve_device
 from ..atomic import atomic_write_json
 from ..errors import CheckpointError, NonFiniteError
-from .checkpoint import (CHECKPOINT, METRICS, RunLock, data_fingerprint, load_state_strict, read_checkpoint, save_checkpoint,
+from .checkpoint import (CHECKPOINT, METRICS, data_fingerprint, load_state_strict, read_checkpoint, save_checkpoint,
                          write_config, write_metrics)
 from .config import PretrainConfig, PretrainResult, build_model
 from .fast import make_fast_step, optimizer_options
 from .health import HealthMonitor
+from .run_lock import RunLock
 
 HEALTH_INIT = "health_init.json"  # the health metrics before training (epoch 0)
 
@@ -76,7 +77,7 @@ def pretrain(config: PretrainConfig, x, run_dir: str | os.PathLike | None = None
     before training. ``health_labels = (x, y, groups)``: labelled TRAINING windows (of a task's fold, never its test
     side) for the health monitor's k-NN; None = no ``knn_*`` metrics.
 
-    The run folder is locked for the whole run (``cagelib.pretrain.checkpoint.RunLock``): a second process
+    The run folder is locked for the whole run (``cagelib.pretrain.run_lock.RunLock``): a second process
     on the same folder stops with ``RunFolderBusyError`` naming the holder, and a run whose folder is
     replaced meanwhile (a rerun) stops with ``RunFolderReplacedError`` instead of writing into it. A run that
     fails before its first checkpoint leaves no folder behind when it created the folder.
