@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from cagelib.methods.cage import ContrastConfig
 from cagelib.methods.encoders import AGCNConfig
-from cagelib.pretrain.config import LEGACY_REPRESENTATION, LEGACY_VIEWS, PretrainConfig, build_model
+from cagelib.pretrain.config import PretrainConfig, build_model
 from cagelib.pretrain.health import (HealthConfig, HealthMonitor, alignment, clip_halves, knn_balanced_accuracy,
                                      retrieval, spread, uniformity)
 from cagelib.pretrain.loop import HEALTH_INIT, pretrain
@@ -109,11 +109,13 @@ def test_resume_keeps_the_initial_health_and_an_old_config_loads(tmp_path):
 
     resumed = pretrain(config(tmp_path, epochs=2), x, resume=True, callback=Plot())
     assert resumed.health_init == first.health_init and seen == [first.health_init, 2]
-    old = config(tmp_path).to_dict()
-    del old["representation"], old["health"], old["contrast"]["views"]
-    loaded = PretrainConfig.from_dict(json.loads(json.dumps(old)))
-    assert loaded.representation == LEGACY_REPRESENTATION and loaded.health == HealthConfig()
-    assert loaded.contrast.views == LEGACY_VIEWS
+    old = config(tmp_path).to_dict()  # a schema-1 config.json written before these fields
+    del old["representation"], old["health"], old["contrast"]["views"], old["schema"], old["options"]
+    loaded = PretrainConfig.load(json.loads(json.dumps(old)))  # what those runs were trained with:
+    assert loaded.representation == "first_frame" and loaded.health == HealthConfig()
+    assert loaded.contrast.views == "paper"  # Crop + Joint Jittering
+    with pytest.raises(ValueError, match="schema 1"):  # no silent legacy fill outside load
+        PretrainConfig.from_dict({**old, "schema": 1})
     assert PretrainConfig.from_dict(json.loads(json.dumps(config(tmp_path).to_dict()))) == config(tmp_path)
 
 

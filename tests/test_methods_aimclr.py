@@ -17,7 +17,7 @@ from cagelib.methods.cage import ContrastConfig
 from cagelib.methods.encoders import AGCNConfig
 from cagelib.methods.losses import contrastive_cross_entropy, info_nce_logits
 from cagelib.methods.registry import available_methods, build_method
-from cagelib.pretrain.config import PretrainConfig, build_model, paper_schedule
+from cagelib.pretrain.config import PretrainConfig, build_model
 from cagelib.pretrain.loop import announce_epoch, make_optimization, pretrain, train_step
 from cagelib.skeleton import LEFT_RIGHT_PAIRS
 
@@ -27,7 +27,7 @@ SMALL = AGCNConfig.small()
 
 def aimclr_config(tmp_path=None, queue_size: int = 64, aimclr: AimCLRConfig | None = None, **overrides):
     base = dict(contrast=ContrastConfig(method="aimclr", queue_size=queue_size), model=SMALL,
-                aimclr=aimclr or AimCLRConfig(), batch_size=8, epochs=1, milestones=(), device="cpu",
+                options=aimclr or AimCLRConfig(), batch_size=8, epochs=1, milestones=(), device="cpu",
                 progress=False, run_dir=str(tmp_path / "run") if tmp_path is not None else "outputs/pretrain")
     return PretrainConfig(**{**base, **overrides})
 
@@ -42,13 +42,14 @@ def test_registered_built_through_the_registry_and_the_config_round_trips():
     method = build_method(config)
     assert isinstance(method, AimCLR) and set(method.encoders()) == {"cartesian"}
     again = PretrainConfig.from_dict(json.loads(json.dumps(config.to_dict())))
-    assert again == config and again.aimclr.blur_sigma == (0.5, 1.0)
-    old = config.to_dict()
-    del old["aimclr"]  # a config.json written before the field
-    assert PretrainConfig.from_dict(old).aimclr == AimCLRConfig()
+    assert again == config and again.options.blur_sigma == (0.5, 1.0)
+    old = {**config.to_dict(), "schema": 1}
+    del old["options"]  # a schema-1 config.json (before options): the peer's own field
+    old["aimclr"] = config.to_dict()["options"]
+    assert PretrainConfig.load(old) == config
+    assert PretrainConfig.from_dict({}) == PretrainConfig()
     paper = PretrainConfig.paper("aimclr")
-    assert (paper.epochs, paper.milestones, paper.aimclr.mining_epoch) == (300, (250,), 150) == (
-        *paper_schedule("aimclr"), 150)
+    assert (paper.epochs, paper.milestones, paper.options.mining_epoch) == (300, (250,), 150)
     for bad in (dict(topk=0), dict(flip_p=1.5), dict(blur_kernel=4), dict(views="nope")):
         with pytest.raises(ValueError, match="AimCLRConfig"):
             AimCLRConfig(**bad)

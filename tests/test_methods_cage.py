@@ -290,7 +290,8 @@ def test_losses_combine_as_eq_8_and_eq_11():
 
 @pytest.mark.parametrize("mode", CROSS_MODES)
 def test_cross_coordinate_loss_matches_eq_10(mode):
-    model = make_model("c3l", cross_coordinate=mode)
+    model = make_model("c3l" if mode != "none" else "custom", cross_coordinate=mode,
+                       streams=("cartesian", "spherical"), bank_mode="none")  # C3L without C<->S is not C3L
     x, ids = gaits(), torch.arange(8)
     generator = torch.Generator().manual_seed(0)
     for _ in range(3):

@@ -32,7 +32,7 @@ def test_registered_and_the_base_preset_decides_the_contrastive_part():
     assert isinstance(model, CAGEMAMP) and isinstance(model, CAGE)
     assert model.config.streams == ("cartesian", "spherical") and model.config.bank_mode == "cooperation"
     assert model.config.queue_size == 16  # the other contrast fields are the given ones
-    single = build_method(combo_config(cage_mamp=MaskedMotionConfig(base="geclr")))
+    single = build_method(combo_config(options=MaskedMotionConfig(base="geclr")))
     assert single.config.streams == ("cartesian",) and single.config.bank_mode == "none"
     again = PretrainConfig.from_dict(json.loads(json.dumps(combo_config().to_dict())))
     assert again == combo_config()
@@ -77,7 +77,7 @@ def test_the_masked_values_do_not_reach_the_encoder():
 
 def test_loss_falls_on_a_fixed_batch_and_holds_both_terms():
     torch.manual_seed(0)
-    config = combo_config(cage_mamp=MaskedMotionConfig(base="geclr"))
+    config = combo_config(options=MaskedMotionConfig(base="geclr"))
     model = build_model(config)
     optimizer = make_optimization(config, model, torch.device("cpu"))[0]
     x = walks(n=8)

@@ -13,7 +13,7 @@ from cagelib.methods.cage import ContrastConfig
 from cagelib.methods.crossclr import STREAMS, CrossCLR, CrossCLRConfig, bone_stream, mine_topk, motion_stream
 from cagelib.methods.encoders import AGCN, AGCNConfig
 from cagelib.methods.registry import available_methods, build_method
-from cagelib.pretrain.config import PretrainConfig, paper_schedule
+from cagelib.pretrain.config import PretrainConfig
 from cagelib.pretrain.loop import pretrain, train_step
 from cagelib.skeleton import PARENTS, ROOT
 
@@ -42,18 +42,19 @@ def crossclr_config(tmp_path=None, **overrides) -> PretrainConfig:
 
 def test_registered_selectable_and_the_config_round_trips():
     assert "crossclr" in available_methods()
-    config = crossclr_config(crossclr=CrossCLRConfig(cross_epoch=3, topk=2))
+    config = crossclr_config(options=CrossCLRConfig(cross_epoch=3, topk=2))
     model = build_method(config)
     assert isinstance(model, CrossCLR) and model.cross_epoch == 3
     again = PretrainConfig.from_dict(json.loads(json.dumps(config.to_dict())))
-    assert again == config and again.crossclr.topk == 2
-    old = config.to_dict()
-    del old["crossclr"]  # a config.json written before the field
-    assert PretrainConfig.from_dict(old).crossclr == CrossCLRConfig()
+    assert again == config and again.options.topk == 2
+    old = {**config.to_dict(), "schema": 1}
+    del old["options"]  # a schema-1 config.json (before options): the peer's own field
+    old["crossclr"] = config.to_dict()["options"]
+    assert PretrainConfig.load(old) == config
+    assert PretrainConfig.from_dict({}) == PretrainConfig()
     assert build_method(crossclr_config(epochs=10)).cross_epoch == 5  # None: half the run
     paper = PretrainConfig.paper("crossclr")
-    assert (paper.epochs, paper.milestones, paper.batch_size, paper.crossclr.cross_epoch) == (300, (250,), 128, 150)
-    assert paper_schedule("crossclr") == (300, (250,))
+    assert (paper.epochs, paper.milestones, paper.batch_size, paper.options.cross_epoch) == (300, (250,), 128, 150)
     for bad in (dict(topk=0), dict(cross_epoch=-1), dict(views="nope")):
         with pytest.raises(ValueError, match="CrossCLRConfig"):
             CrossCLRConfig(**bad)

@@ -13,7 +13,7 @@ from cagelib.methods.cage import ContrastConfig
 from cagelib.methods.encoders import AGCN, AGCNConfig
 from cagelib.methods.isc import ISC, STREAMS, ISCConfig, ISCViews, SequenceEncoder, crop_resize, joint_corruption
 from cagelib.methods.registry import available_methods, build_method
-from cagelib.pretrain.config import PretrainConfig, paper_schedule
+from cagelib.pretrain.config import PretrainConfig
 from cagelib.pretrain.loop import pretrain, train_step
 
 from test_methods_cage import gaits  # the shared synthetic walks
@@ -39,17 +39,19 @@ def isc_config(tmp_path=None, **overrides) -> PretrainConfig:
 
 def test_registered_selectable_and_the_config_round_trips():
     assert "isc" in available_methods()
-    config = isc_config(isc=ISCConfig(gru_hidden=8, intra_weight=0.5))
+    config = isc_config(options=ISCConfig(gru_hidden=8, intra_weight=0.5))
     model = build_method(config)
     assert isinstance(model, ISC) and model.encoders()["sequence"].out_dim == 16
     again = PretrainConfig.from_dict(json.loads(json.dumps(config.to_dict())))
-    assert again == config and again.isc.crop_ratio == (0.1, 1.0)
-    old = config.to_dict()
-    del old["isc"]  # a config.json written before the field
-    assert PretrainConfig.from_dict(old).isc == ISCConfig()
+    assert again == config and again.options.crop_ratio == (0.1, 1.0)
+    old = {**config.to_dict(), "schema": 1}
+    del old["options"]  # a schema-1 config.json (before options): the peer's own field
+    old["isc"] = config.to_dict()["options"]
+    assert PretrainConfig.load(old) == config
+    assert PretrainConfig.from_dict({}) == PretrainConfig()
     paper = PretrainConfig.paper("isc")
     assert (paper.epochs, paper.milestones, paper.lr, paper.batch_size) == (451, (351,), 0.01, 64)
-    assert (paper.isc.gru_hidden, paper.isc.gru_layers) == (1024, 3) and paper_schedule("isc") == (451, (351,))
+    assert (paper.options.gru_hidden, paper.options.gru_layers) == (1024, 3)
     for bad in (dict(crop_ratio=(0.5, 0.2)), dict(inter_weight=0.0), dict(pose_p=2.0), dict(views="nope")):
         with pytest.raises(ValueError, match="ISCConfig"):
             ISCConfig(**bad)
@@ -191,6 +193,6 @@ def test_the_lab_maps_its_settings_to_iscs_optimizer_and_encoder_size():
     from cagelib.lab.settings import RunSettings, pretrain_config
 
     small = pretrain_config(RunSettings(method="isc", lr=0.1), "run")
-    assert small.lr == pytest.approx(0.01) and small.isc == ISCConfig()  # ISC's SGD lr: x0.1 of CAGE's scale
+    assert small.lr == pytest.approx(0.01) and small.options == ISCConfig()  # ISC's SGD lr: x0.1 of CAGE's scale
     paper = pretrain_config(RunSettings.paper("isc"), "run")
-    assert paper.isc.gru_hidden == 1024 and (paper.epochs, paper.milestones) == (451, (351,))
+    assert paper.options.gru_hidden == 1024 and (paper.epochs, paper.milestones) == (451, (351,))

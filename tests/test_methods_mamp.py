@@ -27,7 +27,7 @@ def walks(n: int = 8, t: int = 48, seed: int = 0) -> torch.Tensor:
 
 
 def mamp_config(tmp_path=None, **overrides) -> PretrainConfig:
-    base = dict(contrast=ContrastConfig(method="mamp"), mamp=SMALL, optimizer="adamw", lr=1e-3,
+    base = dict(contrast=ContrastConfig(method="mamp"), options=SMALL, optimizer="adamw", lr=1e-3,
                 weight_decay=0.05, batch_size=4, epochs=1, milestones=(), device="cpu", progress=False,
                 run_dir=str(tmp_path / "run") if tmp_path is not None else "outputs/pretrain")
     return PretrainConfig(**{**base, **overrides})
@@ -38,12 +38,16 @@ def test_registered_selectable_and_the_config_round_trips():
     config = mamp_config()
     assert isinstance(build_method(config), MAMP)
     again = PretrainConfig.from_dict(json.loads(json.dumps(config.to_dict())))
-    assert again == config and again.mamp == SMALL and again.optimizer == "adamw"
-    old = config.to_dict()
-    del old["mamp"], old["optimizer"]  # a config.json written before the fields
-    assert PretrainConfig.from_dict(old).mamp == MAMPConfig() and PretrainConfig.from_dict(old).optimizer == "sgd"
+    assert again == config and again.options == SMALL and again.optimizer == "adamw"
+    old = {**config.to_dict(), "schema": 1}
+    del old["options"]  # a schema-1 config.json (before options): the peer's own field
+    old["mamp"] = config.to_dict()["options"]
+    assert PretrainConfig.load(old) == config
+    assert PretrainConfig.from_dict({}) == PretrainConfig()
+    del old["optimizer"], old["mamp"]  # and before the optimizer and MAMP's own field
+    assert PretrainConfig.load(old).options == MAMPConfig() and PretrainConfig.load(old).optimizer == "sgd"
     paper = PretrainConfig.paper("mamp")
-    assert (paper.optimizer, paper.lr, paper.weight_decay, paper.mamp.depth) == ("adamw", 1e-3, 0.05, 8)
+    assert (paper.optimizer, paper.lr, paper.weight_decay, paper.options.depth) == ("adamw", 1e-3, 0.05, 8)
     with pytest.raises(ValueError, match="unknown method"):
         ContrastConfig(method="moco")
     with pytest.raises(ValueError, match="optimizer"):

@@ -110,7 +110,7 @@ def run_encoder(run_dir: str | os.PathLike, stream: str = "auto", random_init: b
     ``random_init``: the same encoder at its initialisation (the run's seed), before pretraining."""
     run_dir = resolve_path(run_dir)
     if random_init:
-        model = build_model(PretrainConfig.from_dict(json.loads((run_dir / "config.json").read_text())))
+        model = build_model(PretrainConfig.load(json.loads((run_dir / "config.json").read_text()), run_dir / "config.json"))
     else:
         model = load_pretrained(run_dir)
     streams = tuple(model.encoders())  # CAGE: config.streams; a peer: its own stream names

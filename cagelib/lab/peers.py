@@ -56,7 +56,7 @@ from ..evaluate.protocols import EvalConfig, evaluate_folds
 from ..evaluate.supervised import SupervisedConfig
 from ..methods.encoders import AGCN
 from ..methods.registry import available_methods
-from ..pretrain.config import build_model
+from ..pretrain.config import PretrainConfig, build_model
 from ..pretrain.loop import pretrain
 from .comparison import (
     SUPERVISED_ROW,
@@ -232,7 +232,14 @@ def cell_path(config: PeerGridConfig, method: str, seed: int) -> Path:
 
 def _done(config: PeerGridConfig, method: str, seed: int) -> bool:
     path = cell_path(config, method, seed)
-    return path.is_file() and json.loads(path.read_text()).get("key") == config.cell_key(method)
+    return path.is_file() and upgraded_key(json.loads(path.read_text()).get("key")) == config.cell_key(method)
+
+
+def upgraded_key(key):
+    """A saved cell key with its pretraining configuration in the current schema (``PretrainConfig.load``)."""
+    if isinstance(key, dict) and isinstance(key.get("pretrain"), dict):
+        key = {**key, "pretrain": json.loads(json.dumps(PretrainConfig.load(key["pretrain"]).to_dict()))}
+    return key
 
 
 def _cell_job(args) -> tuple[str, int, float]:

@@ -37,16 +37,12 @@ import torch
 
 from ..atomic import atomic_write_json
 from ..data.tasks import CORPORA, EmotionTask, TaskConfig, emotion_data
-from ..methods.aimclr import AimCLRConfig
 from ..methods.cage import PRESETS, ContrastConfig
 from ..methods.encoders import AGCNConfig
-from ..methods.isc import PAPER_OPTIMIZER as ISC_OPTIMIZER
-from ..methods.isc import ISCConfig
-from ..methods.mamp import PAPER_OPTIMIZER as MAMP_OPTIMIZER
-from ..methods.mamp import MAMPConfig
 from ..methods.registry import available_methods
 from ..errors import DataFileError
-from ..pretrain.config import LEGACY_REPRESENTATION, LEGACY_VIEWS, PretrainConfig, check_config_types, paper_schedule
+from ..methods.registry import method as registered_method
+from ..pretrain.config import PretrainConfig, check_config_types
 from ..pretrain.fast import FastConfig
 from ..pretrain.loop import PretrainResult, check_data, pretrain
 
@@ -134,8 +130,8 @@ class RunSettings:
     def paper(cls, method: str = "cage", **overrides) -> "RunSettings":
         """The paper's pretraining settings on the full corpus (a GPU job): full A-GCN, ContrastConfig's
         queue (2,048), the schedule of ``cagelib.pretrain.config.paper_schedule``."""
-        epochs, milestones = paper_schedule(method)
-        base = cls(method=method, epochs=epochs, milestones=milestones, encoder="paper", window=48,
+        paper = registered_method(method).paper
+        base = cls(method=method, epochs=paper["epochs"], milestones=paper["milestones"], encoder="paper", window=48,
                    max_pretrain_windows=0, queue_size=core_default(ContrastConfig, "queue_size"))
         return replace(base, **overrides)
 
@@ -144,7 +140,7 @@ class RunSettings:
         """The settings in ``d`` (other keys ignored); a ``workbench.json`` written before ``representation``
         and ``views`` existed gets what its run was trained with (``LEGACY_REPRESENTATION``, ``LEGACY_VIEWS``)."""
         known = {f.name for f in fields(cls)}
-        legacy = {"representation": LEGACY_REPRESENTATION, "views": LEGACY_VIEWS}
+        legacy = {"representation": "first_frame", "views": "paper"}
         return cls(**{**legacy, **{k: v for k, v in d.items() if k in known}})
 
     def schedule(self) -> tuple[int, ...]:
@@ -181,20 +177,12 @@ def pretrain_config(settings: RunSettings, run_dir: str | os.PathLike, progress:
     contrast = ContrastConfig.preset(settings.method, queue_size=settings.queue_size, momentum=settings.momentum,
                                      ambiguity_speed=settings.ambiguity_speed, speed_up_rate=settings.speed_up_rate,
                                      speed_down_rate=settings.speed_down_rate, views=settings.views)
-    optimizer = {}
-    if settings.method == "mamp":  # AdamW as MAMP; settings.lr is SGD's scale: x0.01 (0.1 -> MAMP's 1e-3)
-        optimizer = dict(MAMP_OPTIMIZER, lr=settings.lr * MAMP_OPTIMIZER["lr"] / core_default(PretrainConfig, "lr"),
-                         mamp=MAMPConfig() if settings.encoder == "small" else MAMPConfig.paper())  # encoder size
-    if settings.method == "aimclr":  # nearest-neighbours mining from half the run, as AimCLR's 150 of 300 epochs
-        optimizer = dict(aimclr=AimCLRConfig(mining_epoch=settings.epochs // 2))
-    if settings.method == "isc":  # ISC's SGD lr 0.01: settings.lr is CAGE's scale, x0.1; its bi-GRU by encoder size
-        optimizer = dict(lr=settings.lr * ISC_OPTIMIZER["lr"] / core_default(PretrainConfig, "lr"),
-                         isc=ISCConfig() if settings.encoder == "small" else ISCConfig.paper())
     return PretrainConfig(epochs=settings.epochs, milestones=settings.schedule(), batch_size=settings.batch_size,
-                          **{"lr": settings.lr, **optimizer}, seed=settings.seed, device=settings.device,
+                          lr=settings.lr, seed=settings.seed, device=settings.device,
                           model=AGCNConfig.small() if settings.encoder == "small" else AGCNConfig(),
                           contrast=contrast, run_dir=str(run_dir), progress=progress,
-                          fast=FastConfig() if settings.fast else None, representation=settings.representation)
+                          fast=FastConfig() if settings.fast else None,
+                          representation=settings.representation).adapted()
 
 
 def run_data(settings: RunSettings) -> EmotionTask:

@@ -175,7 +175,7 @@ def run_identity(run_dir) -> dict:
     if not checkpoint_path.is_file():
         raise CheckpointError(checkpoint_path, None, "not found: the run has no trained weights yet",
                               "let its pretraining finish (or resume it)")
-    config = PretrainConfig.from_dict(read_json(config_path), config_path)
+    config = PretrainConfig.load(read_json(config_path), config_path)
     check_same_run(config_path, config, checkpoint_path, load_checkpoint_file(checkpoint_path, "cpu"))
     digest = hashlib.sha256()
     with open(checkpoint_path, "rb") as f:

@@ -32,7 +32,7 @@ Hyperparameters (paper / code NTU-60 config vs the CPU defaults here):
                           hidden 256                          ``AGCNConfig.small``, out_dim 64)
     queue K, m, tau, D    32,768, 0.999, 0.07, 128            ContrastConfig: 2,048, 0.999, 0.07, 128
     batch, optimizer      128, SGD 0.1, wd 1e-4, no Nesterov  32, SGD 0.1, wd 1e-4 (the loop's)
-    schedule              300 epochs, lr x0.1 at 250          ``paper_schedule("aimclr")``: the same
+    schedule              300 epochs, lr x0.1 at 250          ``PAPER``: the same
     mining (NNM)          from epoch 150 (of 300), top-1      from epoch 10 (of PretrainConfig's 20), top-1
     EADM                  threshold 0.7, lambda 1e-4          the same
     ====================  ==================================  ======================================
@@ -71,13 +71,13 @@ from ..skeleton import flip_permutation
 from .augment import Compose, Crop, Shear, _check, _gather_frames, _randint_below, valid_lengths
 from .body_augment import VIEWS, BodyFrame, _axis_rotation, contrastive_views
 from .cage import ContrastBranch, ContrastConfig, stream_coordinates
-from .encoders import ProjectionHead
+from .encoders import AGCN, ProjectionHead
 from .losses import MemoryBank, info_nce_logits, momentum_update, positive_accuracy
+from .registry import register
 
 __all__ = ["AimCLRConfig", "AimCLR", "ExtremeAugment", "energy_attention", "attention_drop", "mine_neighbours",
-           "d3m_divergence", "spatial_flip", "PAPER_SCHEDULE"]
+           "d3m_divergence", "spatial_flip", "PAPER", "adapt"]
 
-PAPER_SCHEDULE = (300, (250,))  # code: 300 epochs, lr x0.1 at epoch 250
 
 
 @dataclass
@@ -126,6 +126,14 @@ class AimCLRConfig:
         if unknown:
             raise ValueError(f"AimCLRConfig: unknown fields {sorted(unknown)}")
         return cls(**d)
+
+
+PAPER = dict(epochs=300, milestones=(250,), options=AimCLRConfig.paper())  # code: 300 epochs, lr x0.1 at 250
+
+
+def adapt(config) -> dict:
+    """AimCLR at a run's length: nearest-neighbours mining from half the run (its code: 150 of 300 epochs)."""
+    return dict(options=config.options or AimCLRConfig(mining_epoch=config.epochs // 2))
 
 
 def _bernoulli(n: int, p: float, generator: torch.Generator, like: torch.Tensor) -> torch.Tensor:
@@ -338,3 +346,11 @@ class AimCLR(nn.Module):
         if self.training:
             self.memory_bank.enqueue(key, sample_ids)
         return out
+
+
+def _build(config) -> AimCLR:
+    """AimCLR (Guo et al., AAAI 2022): MoCo with extreme views, attention-guided drop, D3M loss and mining."""
+    return AimCLR(config.options, config.contrast, lambda: AGCN(config.model), representation=config.representation)
+
+
+register("aimclr", _build, AimCLRConfig, PAPER, adapt)

@@ -45,13 +45,14 @@ from ..coordinates import PHI_MODES, spherical_coordinates
 from ..representation import DEFAULT_REPRESENTATION, REPRESENTATIONS
 from ..skeleton import ROOT
 from .body_augment import VIEWS, ambiguity_transform, contrastive_views
-from .encoders import ProjectionHead
+from .encoders import AGCN, ProjectionHead
 from .losses import (MemoryBank, contrastive_cross_entropy, info_nce, info_nce_logits, momentum_update,
                      positive_accuracy)
+from .registry import available_methods, register
 from .split_batch_norm import can_split_batch_norm, split_batch_norm
 
 __all__ = ["ContrastConfig", "CAGE", "stream_coordinates", "MemoryBank", "info_nce", "STREAMS", "BANK_MODES", "CROSS_MODES", "PRESETS",
-           "PEER_METHODS", "split_batch_norm", "can_split_batch_norm"]
+           "paper_recipe", "split_batch_norm", "can_split_batch_norm"]
 
 STREAMS = ("cartesian", "spherical")
 BANK_MODES = ("none", "hybrid", "ambiguity", "cooperation")
@@ -67,15 +68,19 @@ PRESETS: dict[str, dict] = {
     "spherical": dict(streams=("spherical",), bank_mode="none", cross_coordinate="none"),
     "spherical_acl": dict(streams=("spherical",), bank_mode="cooperation", cross_coordinate="none"),
 }
-# The registered methods that are not CAGE (e.g. "mamp"; ``cagelib.methods.registry.register`` adds them, so
-# this module needs no import of the registry): ContrastConfig accepts them as ``method``, and its CAGE fields
-# then keep GE-CLR's values, unused (the method's own settings live in its own PretrainConfig field).
-PEER_METHODS: set[str] = set()
+
+
+def paper_recipe(name: str) -> dict:
+    """The paper's schedule of preset ``name`` (``PretrainConfig`` fields): 300 epochs, lr x0.1 at 150 and 250
+    for the two-stream methods (CAGE, C3L: "difficult to converge", more epochs), 200 epochs, x0.1 at 100 and
+    160 for the single-stream ones (GE-CLR and the ACL ablations)."""
+    two_stream = len(PRESETS[name]["streams"]) == 2
+    return dict(epochs=300, milestones=(150, 250)) if two_stream else dict(epochs=200, milestones=(100, 160))
 
 
 @dataclass
 class ContrastConfig:
-    method: str = "geclr"  # preset name (PRESETS), "custom", or a registered peer method (PEER_METHODS)
+    method: str = "geclr"  # a registered method (cagelib.methods.registry): a preset (PRESETS), "custom", or a peer
     streams: tuple | None = None  # coordinate streams: ("cartesian",), ("spherical",) or both
     bank_mode: str | None = None  # "none" (GE-CLR) | "hybrid" (HSMB) | "ambiguity" (ASMB) | "cooperation" (CSMB)
     cross_coordinate: str | None = None  # C<->S loss (Eq. 10), one of CROSS_MODES; needs both streams
@@ -95,11 +100,13 @@ class ContrastConfig:
     views: str = "body"  # view transform T (body_augment.VIEWS): "paper" (Crop + Joint Jittering), "crop", "body"
 
     def __post_init__(self) -> None:
-        if self.method not in PRESETS and self.method != "custom" and self.method not in PEER_METHODS:
+        if self.method != "custom" and self.method not in available_methods():
             raise ValueError(f"ContrastConfig: unknown method {self.method!r}; use one of "
-                             f"{sorted(PRESETS) + sorted(PEER_METHODS)} or 'custom'")
-        for name, value in PRESETS[self.method if self.method in PRESETS else "geclr"].items():
-            if getattr(self, name) is None:
+                             f"{', '.join(available_methods())} or 'custom'")
+        preset = PRESETS.get(self.method)
+        given = {name: getattr(self, name) for name in PRESETS["geclr"]}
+        for name, value in (preset or PRESETS["geclr"]).items():
+            if given[name] is None:
                 setattr(self, name, value)
         self.streams = tuple(self.streams)
         if not self.streams or len(set(self.streams)) != len(self.streams) or set(self.streams) - set(STREAMS):
@@ -119,13 +126,16 @@ class ContrastConfig:
                 and self.ambiguity_enqueue != "all":
             raise ValueError(f"ContrastConfig: ambiguity_enqueue must be 'all' or a count >= 0, "
                              f"got {self.ambiguity_enqueue!r}")
+        if preset is not None and _structure(self) != _structure(None, preset):
+            actual = {k: getattr(self, k) for k in preset}
+            same = [n for n, p in PRESETS.items() if _structure(self) == _structure(None, p)]
+            raise ValueError(f"ContrastConfig: method {self.method!r} is {preset}, got {actual}; name what it is: "
+                             f"{same[0] if same else 'custom'!r}")
 
     @classmethod
     def preset(cls, name: str, **overrides) -> "ContrastConfig":
         """The configuration of a method of the paper's ablations (``PRESETS``) or of a peer method
-        (``PEER_METHODS``: its CAGE fields unused), with overrides."""
-        if name not in PRESETS and name not in PEER_METHODS:
-            raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
+        (its CAGE fields unused), with overrides."""
         return cls(method=name, **overrides)
 
     @classmethod
@@ -145,6 +155,13 @@ class ContrastConfig:
     def uses_bank(self) -> bool:
         """ASMB keeps no persistent bank: its negatives are the current batch's ambiguity features."""
         return self.bank_mode != "ambiguity"
+
+
+def _structure(config, values: dict | None = None) -> tuple:
+    """What makes a preset the method it is: its streams, its bank mode and whether a C<->S loss is on (the
+    C<->S variants of Eq. 10, ``CROSS_MODES``, are settings of one method)."""
+    v = values or {k: getattr(config, k) for k in ("streams", "bank_mode", "cross_coordinate")}
+    return tuple(v["streams"]), v["bank_mode"], v["cross_coordinate"] != "none"
 
 
 def _check_choice(name: str, value, choices) -> None:
@@ -392,3 +409,13 @@ def stream_coordinates(x: torch.Tensor, stream: str, representation: str = DEFAU
 
 def _identity(x: torch.Tensor) -> torch.Tensor:
     return x
+
+
+def _build(config) -> CAGE:
+    """CAGE and its ablations (the presets of ``ContrastConfig``), with A-GCN encoders."""
+    return CAGE(config.contrast, lambda: AGCN(config.model), representation=config.representation)
+
+
+for _name in PRESETS:  # GE-CLR, HSMB, ASMB, CSMB, C3L, CAGE, spherical, spherical ACL (Tables 1-3)
+    register(_name, _build, paper=paper_recipe(_name))
+register("custom", _build, listed=False)  # CAGE with hand-set streams, bank mode and cross-coordinate loss

@@ -29,8 +29,10 @@ from dataclasses import dataclass, fields
 import torch
 from torch import nn
 
-from .cage import CAGE, PRESETS, ContrastConfig
+from .cage import CAGE, PRESETS, ContrastConfig, paper_recipe
+from .encoders import AGCN
 from .mamp import motion, patchify
+from .registry import register
 
 
 @dataclass
@@ -119,3 +121,11 @@ class CAGEMAMP(CAGE):
     def reconstruction_error(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """L_motion of ``x`` as it is, with masks from ``generator`` (health: ``reconstruction``)."""
         return self.masked_motion_loss(x, generator)["loss"]
+
+
+def _build(config) -> CAGEMAMP:
+    """CAGE + MAMP (this workbench's combination): a CAGE preset's loss plus masked motion prediction."""
+    return CAGEMAMP(config.options, config.contrast, lambda: AGCN(config.model), representation=config.representation)
+
+
+register("cage_mamp", _build, MaskedMotionConfig, paper_recipe(MaskedMotionConfig().base))

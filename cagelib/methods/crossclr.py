@@ -35,7 +35,7 @@ Hyperparameters (paper / code NTU-60 x-view config vs the CPU defaults here):
                                                               ``AGCNConfig.small``, out_dim 64)
     queue K, m, tau, D    32,768, 0.999, 0.07, 128            ContrastConfig: 2,048, 0.999, 0.07, 128
     batch, optimizer      128, SGD 0.1, wd 1e-4               32, SGD 0.1, wd 1e-4 (the loop's)
-    schedule              300 epochs, lr x0.1 at 250          ``paper_schedule("crossclr")``: the same
+    schedule              300 epochs, lr x0.1 at 250          ``PAPER``: the same
     cross-view training   from epoch 150, top-1, context on   from half the run's epochs, top-1, on
     views                 crop (padding 1/6) + shear 0.5      the same, shear in the body frame
     ====================  ==================================  ======================================
@@ -73,15 +73,15 @@ from ..skeleton import PARENTS, ROOT
 from .augment import Compose, Crop, Shear, valid_lengths
 from .body_augment import VIEWS, BodyFrame, contrastive_views
 from .cage import ContrastBranch, ContrastConfig
-from .encoders import ProjectionHead
+from .encoders import AGCN, ProjectionHead
 from .losses import MemoryBank, momentum_update, positive_accuracy
 from .mamp import motion
+from .registry import register
 
 __all__ = ["CrossCLRConfig", "CrossCLR", "STREAMS", "motion_stream", "bone_stream", "parent_index", "mine_topk",
-           "PAPER_SCHEDULE"]
+           "PAPER"]
 
 STREAMS = ("joint", "motion", "bone")
-PAPER_SCHEDULE = (300, (250,))  # code: 300 epochs, lr x0.1 at epoch 250
 
 
 @dataclass
@@ -110,6 +110,10 @@ class CrossCLRConfig:
         if unknown:
             raise ValueError(f"CrossCLRConfig: unknown fields {sorted(unknown)}")
         return cls(**d)
+
+
+# its code's NTU-60 config: 300 epochs, lr x0.1 at 250, batch 128, cross-view training from epoch 150
+PAPER = dict(epochs=300, milestones=(250,), batch_size=128, options=CrossCLRConfig.paper())
 
 
 def motion_stream(x: torch.Tensor) -> torch.Tensor:
@@ -291,3 +295,12 @@ class _Concatenated(nn.Module):
 
 def _identity(x: torch.Tensor) -> torch.Tensor:
     return x
+
+
+def _build(config) -> CrossCLR:
+    """3s-CrosSCLR (Li et al., CVPR 2021): joint, motion and bone MoCo streams with cross-view knowledge mining."""
+    return CrossCLR(config.options, config.contrast, lambda: AGCN(config.model), representation=config.representation,
+                    epochs=config.epochs)
+
+
+register("crossclr", _build, CrossCLRConfig, PAPER)

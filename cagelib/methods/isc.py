@@ -36,7 +36,7 @@ Hyperparameters (code NTU-60 settings vs the CPU defaults here):
     queue K, m, tau, D    16,384, 0.999, 0.07, 128            ContrastConfig: 2,048, 0.999, 0.07, 128
     head                  Linear(F, F) - ReLU - Linear(F, D)  the same (``ProjectionHead``)
     batch, optimizer      64, SGD 0.01, momentum 0.9, wd 1e-4 32, SGD ``PretrainConfig.lr`` (paper: 0.01)
-    schedule              451 epochs, lr x0.1 at 351          ``paper_schedule("isc")``: the same
+    schedule              451 epochs, lr x0.1 at 351          ``PAPER``: the same
     crop-resize           length U(0.1, 1) x L, >= 64 frames, U(0.1, 1) x L, >= 24 frames, resized to
                           resized to 64 frames                the window's T
     shear, corruption     U(-1, 1); 15 of 25 joints           U(-1, 1); 10 of 16 joints
@@ -72,13 +72,12 @@ from .body_augment import VIEWS, BodyFrame, contrastive_views
 from .cage import ContrastBranch, ContrastConfig
 from .encoders import AGCN, AGCNConfig, ProjectionHead
 from .losses import MemoryBank, contrastive_cross_entropy, info_nce_logits, momentum_update, positive_accuracy
+from .registry import register
 
 __all__ = ["ISCConfig", "ISC", "SequenceEncoder", "ISCViews", "crop_resize", "joint_corruption", "STREAMS",
-           "PAPER_SCHEDULE", "PAPER_OPTIMIZER"]
+           "PAPER", "adapt"]
 
 STREAMS = ("graph", "sequence")
-PAPER_SCHEDULE = (451, (351,))  # code (NTU-60): 451 epochs, lr x0.1 at epoch 351
-PAPER_OPTIMIZER = dict(lr=0.01, batch_size=64)  # code: SGD lr 0.01 (momentum 0.9, wd 1e-4: the loop's), batch 64
 
 
 @dataclass
@@ -119,6 +118,23 @@ class ISCConfig:
         if unknown:
             raise ValueError(f"ISCConfig: unknown fields {sorted(unknown)}")
         return cls(**d)
+
+
+# its code (NTU-60): 451 epochs, lr x0.1 at 351, SGD lr 0.01 (momentum 0.9, wd 1e-4: the loop's), batch 64
+PAPER = dict(epochs=451, milestones=(351,), lr=0.01, batch_size=64, options=ISCConfig.paper())
+
+
+def _sgd_lr(config) -> float:
+    """The default of ``config``'s ``lr`` field (SGD's 0.1): the scale a run's ``lr`` is given on."""
+    return type(config).__dataclass_fields__["lr"].default
+
+
+def adapt(config) -> dict:
+    """ISC's recipe at a run's scale: lr x0.1 of the run's SGD-scale lr (0.1 -> its 0.01); its bi-GRU, when not
+    set, sized as the encoder (the CPU's ``ISCConfig()``, else ``.paper()``)."""
+    paper_sized = config.model == type(config.model)()
+    options = config.options or (ISCConfig.paper() if paper_sized else ISCConfig())
+    return dict(lr=config.lr * PAPER["lr"] / _sgd_lr(config), options=options)
 
 
 def crop_resize(x: torch.Tensor, generator: torch.Generator, ratio: tuple = (0.1, 1.0), min_frames: int = 24,
@@ -283,3 +299,11 @@ class ISC(nn.Module):
 
 def _identity(x: torch.Tensor) -> torch.Tensor:
     return x
+
+
+def _build(config) -> ISC:
+    """ISC (Thoker et al., ACM MM 2021): inter-skeleton contrast of an A-GCN and a bi-GRU sequence encoder."""
+    return ISC(config.options, config.contrast, config.model, representation=config.representation)
+
+
+register("isc", _build, ISCConfig, PAPER, adapt)

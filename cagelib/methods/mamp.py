@@ -56,11 +56,11 @@ from torch import nn
 
 from ..representation import DEFAULT_REPRESENTATION
 from .body_augment import VIEWS, contrastive_views
+from .registry import register
 
-__all__ = ["MAMPConfig", "MAMP", "MotionEncoder", "motion", "patchify", "PAPER_OPTIMIZER"]
+__all__ = ["MAMPConfig", "MAMP", "MotionEncoder", "motion", "patchify", "PAPER", "adapt"]
 
-# MAMP's optimizer (its NTU configs): the settings of PretrainConfig that train it as the paper does
-PAPER_OPTIMIZER = dict(optimizer="adamw", lr=1e-3, weight_decay=0.05)
+OPTIMIZER = dict(optimizer="adamw", lr=1e-3, weight_decay=0.05)  # its NTU configs: AdamW (betas 0.9, 0.95)
 
 
 @dataclass
@@ -100,6 +100,22 @@ class MAMPConfig:
         if unknown:
             raise ValueError(f"MAMPConfig: unknown fields {sorted(unknown)}")
         return cls(**d)
+
+
+PAPER = dict(epochs=400, milestones=(), options=MAMPConfig.paper(), **OPTIMIZER)  # its cosine schedule: no milestones
+
+
+def _sgd_lr(config) -> float:
+    """The default of ``config``'s ``lr`` field (SGD's 0.1): the scale a run's ``lr`` is given on."""
+    return type(config).__dataclass_fields__["lr"].default
+
+
+def adapt(config) -> dict:
+    """MAMP's recipe at a run's scale: AdamW, weight decay 0.05, lr x0.01 of the run's SGD-scale lr (0.1 ->
+    1e-3); its model, when not set, sized as the encoder (the CPU's ``MAMPConfig()``, else ``.paper()``)."""
+    paper_sized = config.model == type(config.model)()
+    options = config.options or (MAMPConfig.paper() if paper_sized else MAMPConfig())
+    return dict(OPTIMIZER, lr=config.lr * OPTIMIZER["lr"] / _sgd_lr(config), options=options)
 
 
 def motion(x: torch.Tensor) -> torch.Tensor:
@@ -248,3 +264,11 @@ class MAMP(nn.Module):
     def reconstruction_error(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """The masked-motion loss of ``x`` as it is, with masks from ``generator`` (health: ``reconstruction``)."""
         return self.masked_loss(x, generator)["loss"]
+
+
+def _build(config) -> MAMP:
+    """MAMP (Mao et al., ICCV 2023): masked motion prediction with a transformer over joint-time tokens."""
+    return MAMP(config.options, config.model.num_joints, representation=config.representation)
+
+
+register("mamp", _build, MAMPConfig, PAPER, adapt)

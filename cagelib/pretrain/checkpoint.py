@@ -127,10 +127,10 @@ def _same_data(saved, now: dict) -> bool:
 
 def check_resumable(path: Path, state: dict, config: PretrainConfig, fingerprint: dict) -> None:
     try:
-        saved = PretrainConfig.from_dict(dict(state["config"])).to_dict()  # fills fields added since
+        saved = PretrainConfig.load(dict(state["config"]), path).to_dict()  # of any schema (upgrade_config)
     except (ValueError, TypeError, KeyError) as error:
         raise CheckpointError(path, "entry 'config'", f"not a valid PretrainConfig ({error})") from None
-    now = config.to_dict()
+    now = config.with_options().to_dict()
     changed = sorted(k for k in now if k not in RESUMABLE_CHANGES
                      and json.dumps(saved.get(k)) != json.dumps(now[k]))
     if changed:
@@ -156,7 +156,7 @@ def load_pretrained(run_dir: str | os.PathLike, map_location=None) -> nn.Module:
         if not path.exists():
             raise FileNotFoundError(f"{path} not found: is {run_dir} a pretraining run folder?")
     try:
-        config = PretrainConfig.from_dict(json.loads(config_path.read_text()))
+        config = PretrainConfig.load(json.loads(config_path.read_text()))
     except (ValueError, TypeError) as error:
         raise ValueError(f"{config_path}: not a valid PretrainConfig: {error}") from error
     model = build_model(config)

@@ -10,36 +10,25 @@ import hashlib
 import json
 import types
 import typing
+from typing import Any
 from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 
 import torch
 
 from ..errors import CheckpointError, DataFileError
-from ..methods.aimclr import PAPER_SCHEDULE as AIMCLR_SCHEDULE
-from ..methods.aimclr import AimCLRConfig
-from ..methods.cage import PRESETS, ContrastConfig
-from ..methods.cage_mamp import MaskedMotionConfig
-from ..methods.crossclr import PAPER_SCHEDULE as CROSSCLR_SCHEDULE
-from ..methods.crossclr import CrossCLRConfig
+from ..methods.cage import ContrastConfig
 from ..methods.encoders import AGCNConfig
-from ..methods.isc import PAPER_OPTIMIZER as ISC_OPTIMIZER
-from ..methods.isc import PAPER_SCHEDULE as ISC_SCHEDULE
-from ..methods.isc import ISCConfig
-from ..methods.mamp import PAPER_OPTIMIZER as MAMP_OPTIMIZER
-from ..methods.mamp import MAMPConfig
-from ..methods.registry import build_method
+from ..methods.registry import build_method, method as registered_method
 from ..representation import DEFAULT_REPRESENTATION, REPRESENTATIONS
 from .fast import FastConfig
 from .health import HealthConfig
 
-# What the runs written before PretrainConfig.representation and ContrastConfig.views were trained with:
-LEGACY_REPRESENTATION = "first_frame"  # their windows were first-frame centred
-LEGACY_VIEWS = "paper"  # their views were Crop + Joint Jittering (Eq. 1)
+SCHEMA = 2  # the layout of a saved PretrainConfig (config.json, a checkpoint's "config"); upgrade_config reads older
 OPTIMIZERS = ("sgd", "adamw")  # PretrainConfig.optimizer
 # Fields that say how a run ran, not what it is: they may differ between a run's config.json and its
 # checkpoint, or between an interrupted run and its resumption (cagelib.pretrain.checkpoint.RESUMABLE_CHANGES).
-HOW_IT_RAN = ("epochs", "device", "run_dir", "checkpoint_every", "progress", "fast", "health")
+HOW_IT_RAN = ("schema", "epochs", "device", "run_dir", "checkpoint_every", "progress", "fast", "health")
 _TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
                tuple: "a list", list: "a list", dict: "an object"}
 
@@ -103,7 +92,7 @@ def config_identity(config: "PretrainConfig | dict") -> str:
     fields of ``HOW_IT_RAN``. A run's ``config.json`` and its ``checkpoint.pt`` (whose ``config`` entry is
     the same configuration) have the same identity; another run's checkpoint has another one unless the two
     runs share every setting."""
-    d = config.to_dict() if isinstance(config, PretrainConfig) else PretrainConfig.from_dict(dict(config)).to_dict()
+    d = config.to_dict() if isinstance(config, PretrainConfig) else PretrainConfig.load(dict(config)).to_dict()
     kept = {k: v for k, v in d.items() if k not in HOW_IT_RAN}
     return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -117,7 +106,7 @@ def check_same_run(config_path, config: "PretrainConfig", checkpoint_path, state
     if not isinstance(saved, dict):
         return
     try:
-        saved_config = PretrainConfig.from_dict(dict(saved))
+        saved_config = PretrainConfig.load(dict(saved))
     except (ValueError, TypeError, KeyError) as error:
         raise CheckpointError(checkpoint_path, "entry 'config'", f"not a valid PretrainConfig ({error})") from None
     if config_identity(saved_config) == config_identity(config):
@@ -130,24 +119,28 @@ def check_same_run(config_path, config: "PretrainConfig", checkpoint_path, state
                           f"{changed})", "put the run's own checkpoint.pt beside its config.json")
 
 
-def paper_schedule(method: str) -> tuple[int, tuple[int, ...]]:
-    """The paper's ``(epochs, lr milestones)``: 300 epochs (x0.1 at 150, 250) for the two-stream methods
-    (CAGE, C3L: "difficult to converge", more epochs), 200 (x0.1 at 100, 160) for the single-stream ones
-    (GE-CLR and the ACL ablations). MAMP: 400 epochs (its cosine schedule is not the loop's: no milestones).
-    AimCLR: 300 epochs, x0.1 at 250 (its code's NTU configs). CrosSCLR: 300, x0.1 at 250; ISC: 451, x0.1 at 351
-    (their codes' NTU-60 configs). CAGE + MAMP: its base preset's (CAGE's)."""
-    if method == "mamp":
-        return 400, ()
-    if method == "aimclr":
-        return AIMCLR_SCHEDULE
-    if method == "crossclr":
-        return CROSSCLR_SCHEDULE
-    if method == "isc":
-        return ISC_SCHEDULE
-    if method == "cage_mamp":  # its base preset's
-        return paper_schedule(MaskedMotionConfig().base)
-    two_stream = len(PRESETS.get(method, {}).get("streams", ())) == 2
-    return (300, (150, 250)) if two_stream else (200, (100, 160))
+def upgrade_config(d: dict, source=None) -> dict:
+    """A saved ``PretrainConfig`` dict of any schema as one of ``SCHEMA`` (its ``"schema"`` entry; absent: 1).
+
+    Schema 1 (before this entry): runs trained before ``representation`` and ``contrast.views`` existed used
+    first-frame windows and the paper's views (Crop + Joint Jittering): missing, they are those; each peer had
+    its own field (``mamp``, ``aimclr``, ``crossclr``, ``isc``, ``cage_mamp``): the run's method's becomes
+    ``options``, the others are dropped."""
+    if not isinstance(d, dict):
+        raise DataFileError(source, None, f"expected an object of PretrainConfig settings, got {type(d).__name__}")
+    d = dict(d)
+    schema = d.pop("schema", 1)
+    if schema not in (1, SCHEMA):
+        raise DataFileError(source, "schema", f"{schema!r} is not a schema this version reads (1 or {SCHEMA})",
+                            "load the run with the cagelib version that wrote it")
+    if schema == 1:
+        d.setdefault("representation", "first_frame")
+        if isinstance(d.get("contrast"), dict):
+            d["contrast"] = {"views": "paper", **d["contrast"]}
+        name = d.get("contrast", {}).get("method", "geclr") if isinstance(d.get("contrast"), dict) else "geclr"
+        peers = {k: d.pop(k) for k in ("mamp", "aimclr", "crossclr", "isc", "cage_mamp") if k in d}
+        d["options"] = peers.get(name)
+    return {**d, "schema": SCHEMA}
 
 
 @dataclass
@@ -164,11 +157,7 @@ class PretrainConfig:
     device: str = "auto"  # "auto" (CUDA if available, else CPU), "cpu", "cuda:0", ...
     model: AGCNConfig = field(default_factory=AGCNConfig.small)  # encoder (paper: AGCNConfig())
     contrast: ContrastConfig = field(default_factory=ContrastConfig)  # method (paper: ContrastConfig.preset("cage"))
-    mamp: MAMPConfig = field(default_factory=MAMPConfig)  # MAMP's model and masking, used when contrast.method == "mamp"
-    aimclr: AimCLRConfig = field(default_factory=AimCLRConfig)  # AimCLR's views, EADM and mining (method "aimclr")
-    crossclr: CrossCLRConfig = field(default_factory=CrossCLRConfig)  # CrosSCLR's views, mining (method "crossclr")
-    isc: ISCConfig = field(default_factory=ISCConfig)  # ISC's sequence encoder, losses and views (method "isc")
-    cage_mamp: MaskedMotionConfig = field(default_factory=MaskedMotionConfig)  # base preset + masked motion ("cage_mamp")
+    options: Any = None  # the method's own settings (registry: Method.options, e.g. MAMPConfig); None = its defaults
     run_dir: str = "outputs/pretrain"  # where config, metrics and checkpoint go
     checkpoint_every: int = 1  # write checkpoint.pt every this many epochs (and after the last)
     progress: bool = True  # show a tqdm progress bar
@@ -182,16 +171,14 @@ class PretrainConfig:
             self.model = AGCNConfig(**self.model)
         if isinstance(self.contrast, dict):
             self.contrast = ContrastConfig.from_dict(self.contrast)
-        if isinstance(self.mamp, dict):
-            self.mamp = MAMPConfig.from_dict(self.mamp)
-        if isinstance(self.aimclr, dict):
-            self.aimclr = AimCLRConfig.from_dict(self.aimclr)
-        if isinstance(self.crossclr, dict):
-            self.crossclr = CrossCLRConfig.from_dict(self.crossclr)
-        if isinstance(self.isc, dict):
-            self.isc = ISCConfig.from_dict(self.isc)
-        if isinstance(self.cage_mamp, dict):
-            self.cage_mamp = MaskedMotionConfig.from_dict(self.cage_mamp)
+        own = registered_method(self.contrast.method).options
+        if isinstance(self.options, dict):
+            if own is None:
+                raise ValueError(f"PretrainConfig: method {self.contrast.method!r} takes no options, got {self.options}")
+            self.options = own.from_dict(self.options) if hasattr(own, "from_dict") else own(**self.options)
+        if self.options is not None and (own is None or not isinstance(self.options, own)):
+            raise ValueError(f"PretrainConfig: options of {self.contrast.method!r} must be "
+                             f"{own.__name__ if own else 'None'}, got {type(self.options).__name__}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"PretrainConfig: optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if isinstance(self.fast, dict):
@@ -206,40 +193,47 @@ class PretrainConfig:
 
     @classmethod
     def paper(cls, method: str = "cage", **overrides) -> "PretrainConfig":
-        """The paper's settings: full A-GCN, batch 32, SGD lr 0.1, the schedule of ``paper_schedule``;
-        MAMP: its paper model (``MAMPConfig.paper()``) and AdamW lr 1e-3, weight decay 0.05; the other peers their
-        codes' settings (``<Peer>Config.paper()``; CrosSCLR batch 128, ISC lr 0.01 and batch 64)."""
-        epochs, milestones = paper_schedule(method)
-        peer = dict(mamp=MAMPConfig.paper(), **MAMP_OPTIMIZER) if method == "mamp" else {}
-        if method == "aimclr":  # its code's mining epoch (150 of 300)
-            peer = dict(aimclr=AimCLRConfig.paper())
-        if method == "crossclr":  # its code's cross-view start (150 of 300) and batch
-            peer = dict(crossclr=CrossCLRConfig.paper(), batch_size=128)
-        if method == "isc":  # its code's bi-GRU, lr 0.01 and batch 64
-            peer = dict(isc=ISCConfig.paper(), **ISC_OPTIMIZER)
-        base = cls(epochs=epochs, milestones=milestones, model=AGCNConfig(),
-                   contrast=ContrastConfig.preset(method), run_dir=f"outputs/{method}", **peer)
-        return replace(base, **overrides)
+        """The paper's settings: full A-GCN, batch 32, SGD lr 0.1, and the method's own recipe
+        (``registry.Method.paper``: CAGE's schedule, MAMP's AdamW, the peers' codes' settings)."""
+        base = cls(model=AGCNConfig(), contrast=ContrastConfig.preset(method), run_dir=f"outputs/{method}",
+                   **registered_method(method).paper)
+        return replace(base, **overrides).with_options()
+
+    def adapted(self) -> "PretrainConfig":
+        """This configuration as its method trains it (``registry.Method.adapt``: e.g. MAMP's AdamW at this lr's
+        scale, AimCLR's mining epoch at half the run), its options filled: what a run saves and builds from.
+        Apply it once, to a configuration written at SGD's scale."""
+        adapt = registered_method(self.contrast.method).adapt
+        return (replace(self, **adapt(self)) if adapt else self).with_options()
+
+    def with_options(self) -> "PretrainConfig":
+        """``options`` None replaced by the method's defaults (unchanged for a method without options)."""
+        own = registered_method(self.contrast.method).options
+        return replace(self, options=own()) if self.options is None and own is not None else self
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "schema": SCHEMA}
 
     @classmethod
     def from_dict(cls, d: dict, source=None) -> "PretrainConfig":
-        """Inverse of ``to_dict`` (also of its JSON round trip). Fields missing from an older
-        ``config.json`` take their defaults, except what those runs were trained with:
-        ``representation`` = ``LEGACY_REPRESENTATION`` and ``contrast.views`` = ``LEGACY_VIEWS``. A value of
-        the wrong type is a ``DataFileError`` naming ``source`` (the file), the key, the type and the value
-        (``check_config_types``)."""
+        """Inverse of ``to_dict`` (also of its JSON round trip): ``from_dict({})`` is ``PretrainConfig()``. A dict
+        of an older schema is refused (``load`` upgrades it). A value of the wrong type is a ``DataFileError``
+        naming ``source`` (the file), the key, the type and the value (``check_config_types``)."""
+        d = dict(d)
+        schema = d.pop("schema", SCHEMA)
+        if schema != SCHEMA:
+            raise ValueError(f"PretrainConfig: schema {schema!r}, not {SCHEMA}; read saved files with PretrainConfig.load")
         check_config_types(cls, d, source)
         unknown = set(d) - {f.name for f in fields(cls)}
         if unknown:
             raise ValueError(f"PretrainConfig: unknown fields {sorted(unknown)}")
-        if "representation" not in d:  # written before the field: those runs trained on first-frame windows
-            d = {**d, "representation": LEGACY_REPRESENTATION}
-        if isinstance(d.get("contrast"), dict) and "views" not in d["contrast"]:  # and with the paper's views
-            d = {**d, "contrast": {**d["contrast"], "views": LEGACY_VIEWS}}
         return cls(**d)
+
+    @classmethod
+    def load(cls, d: dict, source=None) -> "PretrainConfig":
+        """A saved configuration (``config.json``, a checkpoint's ``config``) of any schema (``upgrade_config``),
+        its options filled (``with_options``)."""
+        return cls.from_dict(upgrade_config(d, source), source).with_options()
 
 
 @dataclass

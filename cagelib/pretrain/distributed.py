@@ -269,6 +269,7 @@ def pretrain_distributed(config: PretrainConfig, x, info: DistInfo | None = None
     if config.batch_size % world:
         raise ValueError(f"pretrain_distributed: batch_size={config.batch_size} is not divisible by {world} processes")
     run_dir = Path(run_dir if run_dir is not None else config.run_dir)
+    config = config.with_options()  # what the run saves: its method's options written out
     # data: (N, T, V, 3), the whole set on every process
     data, steps, fingerprint, model, state = prepare_run(config, x, device, run_dir, resume, "pretrain_distributed")
     checkpoint_path, shard = run_dir / CHECKPOINT, config.batch_size // world

@@ -83,6 +83,7 @@ def pretrain(config: PretrainConfig, x, run_dir: str | os.PathLike | None = None
     fails before its first checkpoint leaves no folder behind when it created the folder.
     """
     run_dir = Path(run_dir if run_dir is not None else config.run_dir)
+    config = config.with_options()  # what the run saves: its method's options written out
     with RunLock(run_dir) as lock:
         try:
             return _pretrain(config, x, run_dir, resume, callback, health_labels, lock)
