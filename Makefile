@@ -11,7 +11,7 @@ STAMP := $(VENV)/.cagelib-installed
 TORCH ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
 
-.PHONY: setup demo test test-kernels browser-test lab reproduce peers bench strip clean-outputs data
+.PHONY: setup demo test test-kernels browser-test lab tensorboard reproduce peers bench strip clean-outputs data
 
 setup: $(STAMP)
 
@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 demo: setup
-	$(PY) -m cagelib.lab.demo
+	$(PY) -m cagelib demo $(ARGS)
 
 test: setup
 	$(PY) -m pytest
@@ -54,22 +54,26 @@ browser-test: setup
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks/
 
-# make reproduce ARGS="--grid paper --device cuda --fast" for the paper's grid on a GPU
+# every run's metrics as TensorBoard scalars (each run folder's tensorboard/ beside its metrics.jsonl)
+tensorboard: setup
+	$(VENV)/bin/tensorboard --logdir outputs
+
+# make reproduce ARGS="--config reproduce/paper --device cuda" for the paper's grid on a GPU
 reproduce: setup
-	$(PY) -m cagelib.lab.reproduce $(ARGS)
+	$(PY) -m cagelib reproduce $(ARGS)
 
 # every pretraining method x 3 seeds on the same split and probes, with the controls (resumable; hours on 2 cores)
 peers: setup
-	$(PY) -m cagelib.lab.peers $(ARGS)
+	$(PY) -m cagelib peers $(ARGS)
 
 bench: setup
-	$(PY) benchmarks/pretrain_throughput.py
+	$(PY) -m cagelib bench $(ARGS)
 
 strip: setup
-	$(PY) -m cagelib.lab.notebook strip notebooks/*.ipynb
+	$(PY) -m cagelib strip notebooks/*.ipynb
 
 data: setup
-	$(PY) -m cagelib.data.build
+	$(PY) -m cagelib data $(ARGS)
 
 clean-outputs:
 	find outputs -mindepth 1 ! -name README.md -exec rm -rf {} +

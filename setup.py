@@ -3,7 +3,7 @@
 ``data/bandai.npz`` is the one copy in the repository (next to its README). A regular build
 (``pip install .``, a wheel, an sdist) copies it into the built package as ``cagelib/_data/bandai.npz``;
 an editable install reads it from ``data/`` directly (``cagelib.data.bandai.embedded_path``).
-Likewise ``notebooks/*.ipynb`` are copied to ``cagelib/_notebooks/``, where ``python -m cagelib.lab.reproduce``
+Likewise ``notebooks/*.ipynb`` are copied to ``cagelib/_notebooks/``, where ``python -m cagelib reproduce``
 finds them in an installed package (``cagelib.lab.reproduce.notebooks_dir``); an editable install runs the
 repository's ``notebooks/``. (A build from an sdist has them only if the sdist carries ``notebooks/``;
 without them the build warns and reproduce says how to get them.)
@@ -36,7 +36,7 @@ class build_py_with_embedded_data(build_py):
         shutil.copyfile(EMBEDDED, target)
         notebooks = _notebooks()
         if not notebooks:
-            self.warn(f"{NOTEBOOKS}: no notebooks to package; `python -m cagelib.lab.reproduce` will need a checkout")
+            self.warn(f"{NOTEBOOKS}: no notebooks to package; `python -m cagelib reproduce` will need a checkout")
         for notebook in notebooks:
             target = Path(self.build_lib) / "cagelib" / "_notebooks" / notebook.name
             target.parent.mkdir(parents=True, exist_ok=True)

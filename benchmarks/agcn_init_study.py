@@ -7,8 +7,9 @@ theta, phi and the residual ``down`` convolutions Kaiming normal, fan_out, zero 
         --out outputs/agcn_init/avx2
     python benchmarks/agcn_init_study.py --report A.json:B.json ...   # the paired table (B = the demo's results.json)
 
-The demo's seeds run one after another in this process (one torch thread): ``AGCNConfig.small`` is replaced here
-for the run, which spawned workers would not see.
+The run is the demo's experiment (``load("demo")``; ``--no-fast``: ``pretrain.fast=none``) with the small A-GCN's
+``embedding_init`` set to ``"2s-agcn"`` in the experiment itself (recorded in its ``results.json``); its seeds run
+one after another in this process (``workers=1``, one torch thread), as the committed runs did.
 """
 from __future__ import annotations
 
@@ -21,18 +22,28 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from cagelib.lab.comparison import PAIRED, compare as run_comparison  # noqa: E402
-from cagelib.lab.demo import DemoConfig  # noqa: E402
 from cagelib.evaluate.compare import compare  # noqa: E402
-from cagelib.methods import encoders  # noqa: E402
+from cagelib.experiment import Experiment, load  # noqa: E402
+from cagelib.lab.comparison import PAIRED, compare as run_comparison  # noqa: E402
+
+
+def experiment(out: str, fast: bool) -> Experiment:
+    """The demo's experiment in ``out``, one process, with 2s-AGCN's embedding init of its (small) A-GCN."""
+    exp = load("demo", {"workers": 1, "out": out, **({} if fast else {"pretrain.fast": "none"})},
+               source="agcn_init_study")
+    model = replace(exp.pretrain.model, embedding_init="2s-agcn")
+    return replace(exp, pretrain=replace(exp.pretrain, model=model))
+
+
+def tasks_of(results: dict) -> list:
+    """The tasks of a ``results.json``: ``experiment.data.tasks`` (``python -m cagelib demo``), or ``config.tasks``
+    (written before the experiment tree, e.g. the committed runs)."""
+    return list(results["experiment"]["data"]["tasks"] if "experiment" in results else results["config"]["tasks"])
 
 
 def run(out: str, fast: bool) -> None:
-    small = encoders.AGCNConfig.small
-    encoders.AGCNConfig.small = classmethod(lambda cls: replace(small(), embedding_init="2s-agcn"))
     torch.set_num_threads(1)
-    config = replace(DemoConfig(fast=fast, out=out, workers=1).comparison(), workers=1)
-    run_comparison(config)
+    run_comparison(experiment(out, fast))
     print((Path(out) / "table.md").read_text())
 
 
@@ -43,7 +54,7 @@ def report(pairs: list[str]) -> str:
         a_path, b_path = pair.split(":")
         a, b = json.loads(Path(a_path).read_text()), json.loads(Path(b_path).read_text())
         seeds = sorted(set(a["seeds"]) & set(b["seeds"]), key=int)
-        for task in a["config"]["tasks"]:
+        for task in tasks_of(a):
             for row, _ in PAIRED[:3]:
                 x = [a["seeds"][s]["tasks"][task][row]["balanced"] for s in seeds]
                 y = [b["seeds"][s]["tasks"][task][row]["balanced"] for s in seeds]

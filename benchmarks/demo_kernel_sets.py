@@ -4,8 +4,8 @@ Floating-point order differs between CPUs (and kernel sets), and 256 contrastive
 encoders, so a reading of the demo's table is worth stating only if it holds across seeds *and* across
 kernel sets. This script takes the ``results.json`` of two ``make demo`` runs made with the same seeds,
 
-    python -m cagelib.lab.demo --out outputs/demo                                   # the default kernels
-    ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 python -m cagelib.lab.demo --no-fast --out outputs/demo-avx2
+    python -m cagelib demo out=outputs/demo                                               # the default kernels
+    ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 python -m cagelib demo pretrain.fast=none out=outputs/demo-avx2
 
 and writes (``--out``, default ``benchmarks/results/demo_kernel_sets.md``): both tables, the largest cell
 change between them, and for each comparison (pretrained vs its fair control, vs the paper's raw-feature
@@ -37,6 +37,12 @@ COMPARISONS = (
 )
 
 
+def tasks_of(results: dict) -> list:
+    """The tasks of a ``results.json``: ``experiment.data.tasks`` (``python -m cagelib demo``), or ``config.tasks``
+    (written before the experiment tree, e.g. the committed runs)."""
+    return list(results["experiment"]["data"]["tasks"] if "experiment" in results else results["config"]["tasks"])
+
+
 def per_seed(results: dict, task: str, row: str, metric: str) -> list[float]:
     """One value per seed (each seed's mean over folds), in seed order."""
     seeds = sorted(results["seeds"], key=int)
@@ -46,7 +52,7 @@ def per_seed(results: dict, task: str, row: str, metric: str) -> list[float]:
 def cell_changes(a: dict, b: dict) -> list[tuple[float, str, str, str]]:
     """``(|mean_b - mean_a|, task, row, metric)`` for every cell, largest first (points)."""
     out = []
-    for task in a["config"]["tasks"]:
+    for task in tasks_of(a):
         for row in a["seeds"][next(iter(a["seeds"]))]["tasks"][task]:
             for metric in ("top1", "balanced", "clip_top1"):
                 change = abs(np.mean(per_seed(b, task, row, metric)) - np.mean(per_seed(a, task, row, metric)))
@@ -59,7 +65,7 @@ def readings(a: dict, b: dict, labels: tuple[str, str]) -> list[dict]:
     if sorted(a["seeds"]) != sorted(b["seeds"]):
         raise SystemExit(f"the two runs have other seeds: {sorted(a['seeds'])} vs {sorted(b['seeds'])}")
     out = []
-    for task in a["config"]["tasks"]:
+    for task in tasks_of(a):
         for metric, _ in METRICS:
             for row_a, row_b, what in COMPARISONS:
                 found = [compare(per_seed(r, task, row_a, metric), per_seed(r, task, row_b, metric), (row_a, row_b))

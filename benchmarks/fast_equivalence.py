@@ -3,7 +3,7 @@
     python benchmarks/fast_equivalence.py                              # the demo's GE-CLR, 8 epochs, seeds 0 1 2
     python benchmarks/fast_equivalence.py --method cage --epochs 4 --seeds 0 1   # CAGE: every fast feature
 
-For every seed, the demo's pretraining (``cagelib.lab.demo.DemoConfig``: 1,024 corpus windows of 48 frames,
+For every seed, the demo's pretraining (the ``demo`` preset, ``load("demo")``: 1,024 corpus windows of 48 frames,
 small A-GCN, batch 32, queue 512, key momentum 0.99, lr x0.1 at 75 % of the epochs) runs three times, one
 torch thread, from the same initial weights, data order and augmentation draws: ``fp32`` (``PretrainConfig.fast
 = None``: ``train_step``), ``fast`` (``FastConfig()`` resolved for this machine and this run: on a CPU with
@@ -13,7 +13,7 @@ shows how far two runs drift apart from rounding alone). Compared:
 
 - the training health after the last epoch (``cagelib.pretrain.health``, always measured in float32 on fixed
   windows and views): retrieval, alignment, uniformity, spread and k-NN of every stream, and the loss;
-- a linear probe on emotion4 (the paper's linear protocol on the frozen encoder, raw and z-scored features,
+- a linear probe on emotion4 (the demo's linear protocol on the frozen encoder, raw and z-scored features,
   and a cosine k-NN; 4 clip-grouped folds drawn with the seed): window top-1 and balanced accuracy.
 
 Verdict per metric: the fast-vs-fp32 difference of the same seed (paired: only the arithmetic differs) against
@@ -36,10 +36,9 @@ import torch
 from cagelib.atomic import atomic_write_text
 from cagelib.data.tasks import embedded_set, gait_task
 from cagelib.evaluate.features import StreamEncoder, extract_features
-from cagelib.evaluate.protocols import EvalConfig, evaluate_folds
-from cagelib.lab.comparison import ComparisonConfig
-from cagelib.lab.demo import DemoConfig
-from cagelib.lab.settings import health_labels, pretrain_config
+from cagelib.evaluate.protocols import evaluate_folds
+from cagelib.experiment import Experiment, load as load_experiment
+from cagelib.lab.runner import health_labels
 from cagelib.pretrain.fast import FastConfig
 from cagelib.pretrain.loop import pretrain
 
@@ -69,30 +68,39 @@ def machine() -> str:
     return f"{name}, {os.cpu_count()} logical CPUs"
 
 
-def probe(model, task, seed: int) -> dict:
+def experiment(args) -> Experiment:
+    """The demo's experiment (``load("demo")``) with this benchmark's method, epochs, seeds and probe task."""
+    return load_experiment("demo", {"pretrain.contrast.method": args.method, "pretrain.epochs": args.epochs,
+                                    "seeds": list(args.seeds), "data.tasks": [args.task]}, source="fast_equivalence")
+
+
+def probe(model, task, exp: Experiment, seed: int) -> dict:
     """Linear (raw, z-scored) and k-NN on the frozen encoders, fold means of top-1 and balanced accuracy."""
-    folds = task.folds(4, 1, seed)
-    linear = EvalConfig.paper("linear", seed=seed, device="cpu")
+    folds = task.folds(exp.folds, exp.repeats, seed)
+    linear = replace(exp.eval_config("linear", seed), device="cpu")
     rows = {}
     for stream in model.encoders():
         features = extract_features(StreamEncoder(model, stream).eval(), task.x, linear.eval_batch_size, "cpu")
         on_features = replace(task, x=features)
         for name, protocol, config in (("linear", "linear", linear),
                                        ("linear (z)", "linear", replace(linear, standardize_features=True)),
-                                       ("k-NN", "knn", replace(linear, protocol="knn"))):
+                                       ("k-NN", "knn", replace(exp.eval_config("knn", seed), device="cpu"))):
             results = evaluate_folds(None, on_features, folds, protocol, config)
             for metric in ("top1", "balanced"):
                 rows[f"{name} {metric} ({stream})"] = float(np.mean([getattr(r, metric) for r in results]))
     return rows
 
 
-def run_one(args, demo: DemoConfig, mode: str, seed: int, task) -> dict:
+def mode_fast(mode: str) -> FastConfig | None:
+    """The ``fast`` setting of a mode: fp32 None (``train_step``), fast ``FastConfig()`` (the demo's), the control
+    ``FastConfig(amp=False)``."""
+    return {"fp32": None, "fast": FastConfig(), "fp32_reordered": FastConfig(amp=False)}[mode]
+
+
+def run_one(args, exp: Experiment, mode: str, seed: int, task) -> dict:
     """Pretrain ``mode`` with ``seed`` on the task's corpus (``task.pretrain_x``), then its health and probe."""
-    settings = replace(demo.settings(), seed=seed, fast=mode == "fast")
     run_dir = Path(args.runs) / f"{args.method}-e{args.epochs}-s{seed}-{mode}"
-    config = replace(pretrain_config(settings, run_dir, progress=False), device="cpu")
-    if mode == "fp32_reordered":
-        config = replace(config, fast=FastConfig(amp=False))
+    config = replace(exp.pretrain_config(seed, run_dir), device="cpu", fast=mode_fast(mode))
     sidecar = run_dir / "equivalence_run.json"  # when and under which load the run trained (kept on re-runs)
     began, load = time.perf_counter(), os.getloadavg()
     result = pretrain(config, task.pretrain_x, run_dir, resume=True, health_labels=health_labels(task))
@@ -107,7 +115,7 @@ def run_one(args, demo: DemoConfig, mode: str, seed: int, task) -> dict:
            "pretrain_seconds": sum(h["seconds"] for h in result.history),  # the epochs' training steps only
            "wall_seconds": trained["wall_seconds"], "load_average_before": trained["load_average_before"],
            "load_average_after": trained["load_average_after"],
-           "health": health, "probe": probe(result.model, task, seed),
+           "health": health, "probe": probe(result.model, task, exp, seed),
            "losses": [h["loss"] for h in result.history]}
     print(f"  {args.method} seed {seed} {mode}: {row['pretrain_seconds']:.0f} s of training steps (load "
           f"{row['load_average_before'][0]:.2f}), final loss {final['loss']:.4f}, "
@@ -179,17 +187,16 @@ def markdown(report: dict) -> str:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    demo = DemoConfig(method=args.method, epochs=args.epochs, seeds=tuple(args.seeds))
-    comparison = ComparisonConfig(settings=demo.settings(), tasks=(args.task,))
-    task = gait_task(comparison.task_config(args.task), embedded_set())
+    exp = experiment(args)
+    task = gait_task(exp.data, embedded_set(), args.task)
     print(f"fast vs fp32: {args.method}, {args.epochs} epochs, seeds {args.seeds}, {args.threads} thread(s); "
           f"probe on {args.task} ({len(task.x)} windows)", flush=True)
     runs = []
     for seed in args.seeds:  # interleaved: fp32 then fast for each seed
         for mode in MODES:
-            runs.append(run_one(args, demo, mode, seed, task))
-    fast_config = pretrain_config(replace(demo.settings(), fast=True), args.runs).fast
-    active = fast_config.resolve("cpu", planned_steps=args.epochs * (len(task.pretrain_x) // demo.settings().batch_size))
+            runs.append(run_one(args, exp, mode, seed, task))
+    fast_config = mode_fast("fast")
+    active = fast_config.resolve("cpu", planned_steps=args.epochs * (len(task.pretrain_x) // exp.pretrain.batch_size))
     report = {"benchmark": "fast_equivalence", "command": "python " + " ".join(sys.argv), "method": args.method,
               "epochs": args.epochs, "seeds": args.seeds, "threads": args.threads, "task": args.task,
               "torch": torch.__version__, "machine": machine(), "fast_active": {k: v for k, v in active.items() if v},

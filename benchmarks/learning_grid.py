@@ -5,9 +5,10 @@ with the training health and the probes of each cell, beside the same encoder at
     python benchmarks/learning_grid.py --seeds 0 1     # more seeds per cell
     python benchmarks/learning_grid.py --list          # the cells
 
-Each cell is one ``cagelib.lab.comparison.run_seed`` (the demo's pretraining and probes: 8 epochs, 1,024
-corpus windows without dataset-1 locomotion, emotion4 and style15 over 4 clip-grouped folds, no
-supervised reference), run in parallel processes of one torch thread. A cell's JSON is written when it
+Each cell is one ``cagelib.lab.comparison.run_seed`` of the demo's experiment (``load("demo")``, with the cell's
+``pretrain.contrast.method``, ``data.representation`` and ``pretrain.contrast.views``: the demo's pretraining and
+probes, 8 epochs, 1,024 corpus windows without dataset-1 locomotion, emotion4 and style15 over 4 clip-grouped folds,
+no supervised reference), run in parallel processes of one torch thread. A cell's JSON is written when it
 finishes (``benchmarks/results/learning_grid/``), so an interrupted grid continues where it stopped;
 ``learning_grid.md`` is rebuilt from the JSON files. The health columns come from the run's
 ``health_init.json`` and last ``metrics.jsonl`` record (``cagelib.pretrain.health``).
@@ -18,15 +19,15 @@ import argparse
 import json
 import sys
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import replace
 from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from cagelib.lab.comparison import ComparisonConfig, prepare_output, run_seed  # noqa: E402
-from cagelib.lab.demo import DemoConfig  # noqa: E402
+from cagelib.experiment import Experiment, load  # noqa: E402
+from cagelib.lab.comparison import run_seed  # noqa: E402
+from cagelib.lab.runner import prepare_output  # noqa: E402
 from cagelib.lab.tables import format_mean_std, results_table  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "learning_grid"  # one JSON per cell (committed)
@@ -39,15 +40,22 @@ def cell_name(method: str, representation: str, views: str, seed: int) -> str:
     return f"{method}-{representation}-{views}-s{seed}"
 
 
+def cell_experiment(method: str, representation: str, views: str, seed: int, epochs: int) -> Experiment:
+    """The demo's experiment (no supervised reference) as one cell runs it: the cell's method, representation
+    (data and pretraining), views, epochs and seed, one process, its run folders under ``RUNS``."""
+    return load("demo", {"pretrain.contrast.method": method, "pretrain.epochs": epochs, "seeds": [seed],
+                         "supervised_tasks": [], "workers": 1, "data.representation": representation,
+                         "pretrain.contrast.views": views,
+                         "out": str(RUNS / cell_name(method, representation, views, seed))}, source="learning_grid")
+
+
 def run_cell(args) -> str:
     method, representation, views, seed, epochs = args
     name = cell_name(method, representation, views, seed)
-    demo = DemoConfig(method=method, epochs=epochs, seeds=(seed,), supervised_epochs=0, workers=1)
-    settings = replace(demo.settings(), representation=representation, views=views)
-    config = replace(demo.comparison(), settings=settings, out=str(RUNS / name))
-    prepare_output(config.out)
-    result = run_seed(config, seed)
-    metrics = next(Path(config.out).glob("seed*/pretrain_*/metrics.jsonl"))
+    exp = cell_experiment(method, representation, views, seed, epochs)
+    prepare_output(exp.out)
+    result = run_seed(exp, seed)
+    metrics = next(Path(exp.out).glob("seed*/pretrain_*/metrics.jsonl"))
     result["history"] = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
     result["cell"] = {"method": method, "representation": representation, "views": views, "seed": seed,
                       "epochs": epochs}
@@ -103,7 +111,7 @@ def write_table() -> str:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
-    p.add_argument("--epochs", type=int, default=DemoConfig.epochs)
+    p.add_argument("--epochs", type=int, default=load("demo").pretrain.epochs)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--list", action="store_true")
     p.add_argument("--table", action="store_true", help="only rebuild learning_grid.md from the JSON files")

@@ -60,7 +60,7 @@ import reference_loop  # noqa: E402  (benchmarks/ is not a package)
 from cagelib.atomic import atomic_write_text  # noqa: E402
 from cagelib.data.synthetic import load_sequences  # noqa: E402
 from cagelib.device import resolve_device  # noqa: E402
-from cagelib.lab.settings import RunSettings, pretrain_config  # noqa: E402
+from cagelib.experiment import load  # noqa: E402
 from cagelib.methods.cage import CAGE  # noqa: E402
 from cagelib.methods.registry import available_methods  # noqa: E402
 from cagelib.pretrain.fast import FastConfig, cpu_native_bf16, make_fast_step  # noqa: E402
@@ -139,12 +139,15 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def make_config(args, device: torch.device, method: str | None = None) -> PretrainConfig:
-    """The benchmark's configuration of ``method`` through the lab's one mapping (``pretrain_config``: each
-    method's optimizer and own settings), sized by the preset."""
+    """The benchmark's configuration of ``method``: the CPU notebook experiment (``load("notebook")``) with the
+    preset's encoder, bank and batch, as the method trains it (``Experiment.pretrain_config``: each method's
+    optimizer and own settings); health and fast off (each path sets its own ``fast``)."""
     method = method or args.method
-    settings = RunSettings(method=method, encoder="paper" if args.model == "full" else "small",
-                           queue_size=args.queue_size, batch_size=args.batch_size, seed=args.seed, device=str(device))
-    config = pretrain_config(settings, "outputs/bench/unused", progress=False)
+    exp = load("notebook", {"pretrain.contrast.method": method,
+                            "pretrain.model": "paper" if args.model == "full" else "small",
+                            "pretrain.contrast.queue_size": args.queue_size, "pretrain.batch_size": args.batch_size,
+                            "pretrain.device": str(device)}, source="pretrain_throughput")
+    config = exp.pretrain_config(args.seed, "outputs/bench/unused")
     return replace(config, health=None, fast=None)
 
 

@@ -31,6 +31,7 @@ import torch
 from .skeleton import ROOT, UP_AXIS
 
 PHI_MODES = ("unwrapped", "wrapped")
+DEFAULT_PHI_MODE = "unwrapped"  # the one default of every phi_mode (ContrastConfig, EvalConfig, the transforms)
 _EPS = 1e-8
 # The two horizontal axes in right-handed order after the up axis: (x, z) for y-up.
 _HORIZONTAL = {0: (1, 2), 1: (2, 0), 2: (0, 1)}[UP_AXIS]
@@ -49,7 +50,7 @@ def unwrap_phase(phi: torch.Tensor, dim: int = -2) -> torch.Tensor:
     return torch.cat([first, phi.narrow(dim, 1, phi.shape[dim] - 1) + correction], dim=dim)
 
 
-def spherical_coordinates(x, phi_mode: str = "unwrapped", root_relative: bool = True) -> torch.Tensor:
+def spherical_coordinates(x, phi_mode: str = DEFAULT_PHI_MODE, root_relative: bool = True) -> torch.Tensor:
     """Cartesian joints ``(..., T, V, 3)`` -> spherical ``(r, theta, phi)`` of the same shape (Eq. 9).
 
     ``phi_mode="unwrapped"`` needs the time axis at ``-3``.

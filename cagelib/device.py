@@ -2,6 +2,8 @@
 device this machine lacks, before anything runs) and ``module_device``."""
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 
@@ -13,11 +15,32 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
     return torch.device(name)
 
 
+@contextmanager
+def seeded_global_rng(seed: int, device: torch.device | str = "cpu"):
+    """The global RNG seeded with ``seed`` inside (layer init, dropout), the caller's state restored afterwards
+    (on a CUDA ``device``, its generator's too)."""
+    device = torch.device(device)
+    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
+
+
 def module_device(module: nn.Module) -> torch.device:
     """Device of a module's first parameter or buffer (CPU for a module with neither)."""
     for tensor in list(module.parameters()) + list(module.buffers()):
         return tensor.device
     return torch.device("cpu")
+
+
+def check_device_name(name: str) -> None:
+    """Refuse a string that is neither ``"auto"`` nor a torch device name (``"gpu"``), whatever this machine has:
+    a configuration for a GPU loads on a CPU machine, a misspelt device does not."""
+    if name != "auto":
+        try:
+            torch.device(name)
+        except (RuntimeError, ValueError, TypeError):
+            raise ValueError(f"device must be 'auto' or a torch device name (cpu, cuda, cuda:1, mps), got {name!r}") \
+                from None
 
 
 class DeviceError(ValueError):

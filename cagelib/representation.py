@@ -14,7 +14,7 @@ representations (NumPy in, NumPy out, ``(N, T, 16, 3)`` -> the same shape, float
   velocity in m/s, ``v_t = (r_t - r_{t-1}) * fps`` with ``v_0 = 0``: the trajectory as velocity rather
   than position, so speed is available but on a scale comparable with the other joints.
 
-``DEFAULT_REPRESENTATION`` is the one default of the package (``TaskConfig.representation``); the
+``DEFAULT_REPRESENTATION`` is the one default of the package (``DataConfig.representation``); the
 measurement behind it is in ``docs/decisions.md``. Padding frames (``t >= lengths``; all-zero frames
 when ``lengths`` is None) stay zero in every representation.
 """

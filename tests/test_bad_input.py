@@ -276,7 +276,7 @@ def test_knn_rejects_a_nan_training_window_instead_of_predicting_class_0():
     with pytest.raises(NonFiniteError, match=r"train_x: window 7: contains NaN or inf"):
         knn_eval(None, bad, y, f, y)
     with pytest.raises(NonFiniteError, match=r"train features: window 7"):
-        knn_predict(bad, y, f, 2)
+        knn_predict(bad, y, f, 2, k=EvalConfig().knn_k)
 
 
 def test_a_nan_test_window_is_not_classified():

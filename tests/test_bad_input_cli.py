@@ -1,5 +1,6 @@
-"""Bad input from the hostile review, second part: run files, checkpoints of another run, k-NN, empty test sets,
-``your_gait``, ``peers`` and the commands' ``--help``.
+"""Bad input from the hostile review, second part: run files (``experiment.json``, a legacy ``workbench.json``,
+``config.json``), checkpoints of another run, k-NN, empty test sets, ``your_gait``, ``python -m cagelib peers`` and
+the commands' ``--help``.
 
 Each case gives cagelib's error naming the file (or argument), the item and the problem, raised before anything
 is written; or a documented result (k above the training set's size is clamped).
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import re
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -19,13 +21,14 @@ import torch
 from test_pretrain_loop import gaits, tiny_config
 from test_your_gait import bandai_bvh
 
-from cagelib.errors import CagelibError, CheckpointError, DataFileError
+from cagelib import cli
+from cagelib.errors import CagelibError, CheckpointError, DataFileError, ParameterError
 from cagelib.evaluate.features import knn_predict
 from cagelib.evaluate.protocols import EvalConfig, evaluate_folds, knn_eval, linear_eval
-from cagelib.lab import peers
+from cagelib.experiment import load
 from cagelib.lab import your_gait as yg
 from cagelib.lab.runs import list_runs, load_run
-from cagelib.lab.settings import SETTINGS_FILE, RunSettings, pretrain_run
+from cagelib.lab.workbench import EXPERIMENT_FILE, LEGACY_FILE, pretrain_run, run_experiment
 from cagelib.pretrain.checkpoint import load_pretrained
 from cagelib.pretrain.config import PretrainConfig, check_same_run
 from cagelib.pretrain.loop import pretrain
@@ -48,25 +51,67 @@ def copy_run(src: Path, dst: Path) -> Path:
     return dst
 
 
-# ---------------------------------------------------------------- workbench.json, config.json
+# ---------------------------------------------------------------- experiment.json, workbench.json, config.json
 
 
-def test_workbench_json_without_settings_is_named_not_a_key_error(tiny_runs, tmp_path):
+def notebook_experiment(*overrides):
+    """The notebook preset's experiment, one epoch on 64 corpus windows (seconds on a CPU)."""
+    return load("notebook", ["pretrain.epochs=1", "data.max_pretrain_windows=64", *overrides])
+
+
+def test_experiment_json_without_its_tree_is_named_not_a_key_error(tiny_runs, tmp_path):
     run = copy_run(tiny_runs / "a", tmp_path / "run")
-    (run / SETTINGS_FILE).write_text(json.dumps({"task": {}, "data": {}}))
-    with pytest.raises(DataFileError, match=r"workbench\.json: settings: missing \(the file has \['data', 'task'\]\)"):
+    (run / EXPERIMENT_FILE).write_text(json.dumps({"task": {}, "data": {}}))
+    missing = (r"experiment\.json: experiment: missing: a run's experiment\.json holds its tree under 'experiment'; "
+               r"restore the file, or delete it")
+    with pytest.raises(DataFileError, match=missing):
         load_run(run)
     before = sorted(p.name for p in run.iterdir())
-    with pytest.raises(DataFileError, match=r"workbench\.json: settings: missing"):
-        pretrain_run(RunSettings(epochs=1), run_dir=run, progress=False)
+    with pytest.raises(DataFileError, match=missing):
+        pretrain_run(notebook_experiment(), run_dir=run, progress=False)
     assert sorted(p.name for p in run.iterdir()) == before  # nothing written
-    assert json.loads((run / SETTINGS_FILE).read_text()) == {"task": {}, "data": {}}
-    (run / SETTINGS_FILE).write_text(json.dumps({"settings": {"epochs": "2"}}))
-    with pytest.raises(DataFileError, match=r'workbench\.json: settings\.epochs: expected an integer, got the string "2"'):
+    assert json.loads((run / EXPERIMENT_FILE).read_text()) == {"task": {}, "data": {}}
+    (run / EXPERIMENT_FILE).write_text(json.dumps({"experiment": {"pretrain": {"epochs": "2"}}, "seed": 0}))
+    with pytest.raises(ParameterError, match=r"experiment\.json: 'pretrain\.epochs': expected an integer, got '2'"):
         load_run(run)
-    (run / SETTINGS_FILE).write_text("[1, 2]")
-    with pytest.raises(DataFileError, match=r"workbench\.json: expected a JSON object with 'settings', got a list"):
+    (run / EXPERIMENT_FILE).write_text(json.dumps({"experiment": {"pretrain": {"epoch": 2}}}))
+    with pytest.raises(ParameterError, match=r"experiment\.json: 'pretrain\.epoch': is not a setting of "
+                       r"PretrainConfig; did you mean 'pretrain\.epochs'\?"):
         load_run(run)
+    (run / EXPERIMENT_FILE).write_text("[1, 2]")
+    with pytest.raises(DataFileError, match=missing):
+        load_run(run)
+    (run / EXPERIMENT_FILE).write_text('{"experiment": {')
+    with pytest.raises(ValueError, match=r"experiment\.json: not valid JSON"):
+        load_run(run)
+    assert run not in [r.path for r in list_runs(tmp_path)]  # a broken record: skipped when listing
+
+
+def test_a_legacy_workbench_json_still_loads_and_a_broken_one_is_named(tiny_runs, tmp_path):
+    run = copy_run(tiny_runs / "a", tmp_path / "run")
+    settings = {"method": "geclr", "epochs": 3, "seed": 2, "window": 40, "max_pretrain_windows": 64,
+                "queue_size": 128, "encoder": "small"}  # RunSettings fields, as the workbench wrote them then
+    (run / LEGACY_FILE).write_text(json.dumps({"settings": settings, "task": {}, "data": {}}))
+    exp, seed, variant = run_experiment(run)
+    assert (seed, variant, exp.seeds) == (2, "geclr", (2,))
+    assert (exp.pretrain.contrast.method, exp.pretrain.epochs, exp.pretrain.contrast.queue_size) == ("geclr", 3, 128)
+    assert (exp.data.window, exp.data.max_pretrain_windows) == (40, 64)
+    assert exp.data.representation == "first_frame" and exp.pretrain.contrast.views == "paper"  # predates both
+    loaded = load_run(run)
+    assert loaded.variant == "geclr" and loaded.data_config() == exp.data
+    (run / LEGACY_FILE).write_text(json.dumps({"task": {}, "data": {}}))
+    with pytest.raises(DataFileError, match=r"workbench\.json: settings: missing \(a workbench\.json holds the run's "
+                       r"RunSettings under 'settings'\)"):
+        load_run(run)
+    (run / LEGACY_FILE).write_text(json.dumps({"settings": {"epochs": "2"}}))
+    with pytest.raises(DataFileError, match=r"workbench\.json: settings: not a readable RunSettings \(.*"
+                       r"'pretrain\.epochs': expected an integer, got '2'\)"):
+        load_run(run)
+    (run / LEGACY_FILE).write_text("[1, 2]")
+    with pytest.raises(DataFileError, match=r"workbench\.json: settings: missing"):
+        load_run(run)
+    (run / EXPERIMENT_FILE).write_text(json.dumps({"experiment": notebook_experiment().to_dict(), "seed": 0}))
+    assert run_experiment(run)[1:] == (0, "cage")  # experiment.json, when there, is the record read
 
 
 def test_config_json_values_of_the_wrong_type_name_file_key_type_and_value(tiny_runs, tmp_path):
@@ -143,18 +188,27 @@ def features(n: int = 20, seed: int = 0):
                                         (True, "must be a whole number >= 1 .*got True")])
 def test_knn_refuses_k_below_one(k, message):
     f, y = features()
-    with pytest.raises(CagelibError, match=rf"^knn_eval: k: {message}"):
-        knn_eval(None, f, y, f, y, k=k)
+    refused = rf"^EvalConfig: knn_k must be a whole number >= 1 \(the neighbours that vote\), got {re.escape(repr(k))}$"
+    with pytest.raises(ValueError, match=refused):  # a bad k fails where the k-NN's recipe is built
+        EvalConfig.paper("knn", knn_k=k)
+    with pytest.raises(ValueError, match=refused):
+        replace(EvalConfig.paper("knn"), knn_k=k)
+    given = str(k).lower()  # as a command line gives it (TOML: true, 2.5, -3)
+    with pytest.raises(ParameterError, match=rf"override 'linear\.knn_k={re.escape(given)}': 'linear(\.knn_k)?': "
+                       r"(EvalConfig: knn_k must be a whole number >= 1|expected an integer, got)"):
+        load("demo", [f"linear.knn_k={given}"])  # the experiments' k-NN (its recipe: linear)
     with pytest.raises(CagelibError, match=rf"^knn_predict: k: {message}"):
         knn_predict(f, y, f, 2, k=k)
 
 
 def test_knn_k_above_the_training_set_is_clamped_to_its_size():
     f, y = features()
-    clamped = knn_eval(None, f[:6], y[:6], f, y, k=50)
-    every = knn_eval(None, f[:6], y[:6], f, y, k=6)
-    assert clamped.top1 == every.top1 and clamped.config["k"] == 50 and clamped.config["k_used"] == 6
-    assert "k_used" not in every.config
+    clamped = knn_eval(None, f[:6], y[:6], f, y, config=EvalConfig.paper("knn", knn_k=50))
+    every = knn_eval(None, f[:6], y[:6], f, y, config=EvalConfig.paper("knn", knn_k=6))
+    assert clamped.top1 == every.top1 and clamped.config["knn_k"] == 50 and clamped.config["k_used"] == 6
+    assert "k_used" not in every.config and every.config["knn_k"] == 6
+    fewer = knn_eval(None, f[:6], y[:6], f, y, config=EvalConfig.paper("knn", knn_k=1))
+    assert fewer.config["knn_k"] == 1 and "k_used" not in fewer.config  # the k given is the k used
 
 
 class Task:
@@ -186,8 +240,7 @@ def test_an_empty_test_fold_names_the_fold_and_the_task():
 def gait_run(tmp_path_factory):
     torch.set_num_threads(1)
     outputs = tmp_path_factory.mktemp("outputs") / "demo"
-    run = pretrain_run(RunSettings(epochs=1, max_pretrain_windows=64), run_dir=outputs / "seed0" / "pretrain_x",
-                       progress=False).run_dir
+    run = pretrain_run(notebook_experiment(), run_dir=outputs / "seed0" / "pretrain_x", progress=False).run_dir
     yg.train_probe(run, epochs=5)
     return run
 
@@ -235,7 +288,7 @@ def test_fps_with_a_bvh_is_refused(gait_run, clip, tmp_path, capsys):
                        r"0\.03333333 s: 30 fps\); the option of 120 fps would be ignored; leave out --fps"):
         yg.predict_gait(gait_run, path, fps=120)
     with pytest.raises(SystemExit) as info:
-        yg.main([str(gait_run), str(path), "--fps", "120"])
+        cli.main(["your-gait", str(gait_run), str(path), "--fps", "120"])
     assert info.value.code == 2
     assert "--fps 120: " in capsys.readouterr().err
 
@@ -246,7 +299,7 @@ def test_a_bvh_frame_time_of_a_rounded_30_fps_keeps_every_frame(gait_run, clip, 
     path.write_text(text)
     positions, fps = yg.load_recording(path)
     assert len(positions) == 68 and len(yg.resample(positions, fps, 30.0)) == 68
-    yg.main([str(gait_run), str(path)])
+    cli.main(["your-gait", str(gait_run), str(path)])
     out = capsys.readouterr().out
     assert f"{path}: 68 frames at 30 fps (the run's rate), 5 windows of 32 frames" in out
     assert len(yg.resample(yg.resample(clip[:68], 30.0, 60.0), 60.0, 30.0)) == 68  # 135 frames at 60 fps: 68 at 30
@@ -254,14 +307,14 @@ def test_a_bvh_frame_time_of_a_rounded_30_fps_keeps_every_frame(gait_run, clip, 
 
 def test_run_dir_is_explained_and_a_folder_above_runs_lists_them(gait_run, clip, tmp_path, capsys):
     with pytest.raises(SystemExit):
-        yg.main(["--help"])
+        cli.main(["your-gait", "--help"])
     text = capsys.readouterr().out
-    assert "usage: python -m cagelib.lab.your_gait [-h]" in text and "RUN_DIR" in text
+    assert "usage: python -m cagelib your-gait [-h]" in text and "RUN_DIR" in text
     assert "outputs/demo/seed0/pretrain_emotion4+style15" in " ".join(text.split())
     np.save(tmp_path / "walk.npy", clip)
     demo = gait_run.parents[1]  # the outputs/demo of this test
     with pytest.raises(SystemExit) as info:
-        yg.main([str(demo), str(tmp_path / "walk.npy")])
+        cli.main(["your-gait", str(demo), str(tmp_path / "walk.npy")])
     assert info.value.code == 2
     err = " ".join(capsys.readouterr().err.split())
     assert f"{demo}: not a pretraining run folder (no config.json); it holds 1 run folder below it: seed0/pretrain_x;" \
@@ -271,26 +324,40 @@ def test_run_dir_is_explained_and_a_folder_above_runs_lists_them(gait_run, clip,
 # ---------------------------------------------------------------- peers
 
 
-@pytest.mark.parametrize("options, message", [
-    (["--seeds", "-1"], r"seeds must be >= 0 .*got \[-1\]"),
-    (["--seeds", "0", "0"], "a seed or method is given twice"),
-    (["--pretrain-windows", "-5"], "need pretrain_windows >= 0"),
-])
-def test_peers_validates_options_before_listing(options, message, capsys):
+@pytest.mark.parametrize("overrides, message", [
+    (["seeds=[-1]"], r"override 'seeds=\[-1\]'.*seeds.*>= 0.*got \[-1\]"),
+    (["seeds=[0, 0]"], r"override 'seeds=\[0, 0\]'.*seeds must be distinct.*got \[0, 0\]"),
+    (["data.max_pretrain_windows=-5"], r"override 'data\.max_pretrain_windows=-5': 'data': DataConfig: need .*"
+                                       r"max_pretrain_windows >= 0"),
+    (["--only", "mampp"], r"--only: \['mampp'\] are not variants of 'peers'"),
+], ids=["negative-seed", "seed-twice", "negative-corpus", "unknown-variant"])
+def test_peers_validates_options_before_listing(overrides, message, capsys):
     with pytest.raises(SystemExit) as info:
-        peers.main([*options, "--list"])
+        cli.main(["peers", *overrides, "--list"])
     assert info.value.code == 2
-    err = capsys.readouterr().err
-    assert "usage: python -m cagelib.lab.peers" in err
-    assert __import__("re").search(message, err), err
+    out, err = capsys.readouterr()
+    assert re.search(message, err), err
+    assert out == ""  # nothing listed
+    assert "python -m cagelib peers: error: " in err and "usage: python -m cagelib peers" in err, err
 
 
-def test_peers_refuses_a_results_file(tmp_path, capsys):
+def test_peers_lists_its_cells_and_refuses_a_results_file(tmp_path, capsys):
+    out = f"out={json.dumps(str(tmp_path / 'peers'))}"
+    assert cli.main(["peers", "seeds=[0]", out, "--list", "--only", "geclr"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert "geclr, seed 0: to run" in listed and not any(line.startswith(("mamp", "cage")) for line in listed)
+    assert not any("seed 1" in line for line in listed)
+    assert not (tmp_path / "peers").exists()  # listing writes nothing
+    # the order of the module's docstring (`python -m cagelib peers --only geclr mamp seeds=[0]`): the same cells
+    assert cli.main(["peers", "--only", "geclr", "seeds=[0]", out, "--list"]) == 0
+    assert capsys.readouterr().out.splitlines() == listed
     (tmp_path / "table.md").write_text("x")
     with pytest.raises(SystemExit) as info:
-        peers.main(["--results", str(tmp_path / "table.md"), "--list"])
+        cli.main(["peers", f"out={json.dumps(str(tmp_path / 'table.md'))}", "--list"])
     assert info.value.code == 2
-    assert f"results: {tmp_path / 'table.md'} is a file, not a folder" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert re.search(rf"out.*{re.escape(str(tmp_path / 'table.md'))} is a file, not a folder", err), err
+    assert (tmp_path / "table.md").read_text() == "x"
 
 
 # ---------------------------------------------------------------- --help of every command
@@ -321,11 +388,20 @@ def benchmark_parse_args():
     return module.parse_args
 
 
+def cli_parser(command: str):
+    """The parser of ``python -m cagelib <command>``, as ``cagelib.cli.main`` would pass it its arguments."""
+    def main(argv):
+        sub = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+        return sub.choices[command].parse_args(argv)
+
+    return main
+
+
 def commands():
     from cagelib.data import build
 
-    return {"python -m cagelib.lab.peers": peers.main, "python -m cagelib.lab.your_gait": yg.main,
-            "python -m cagelib.data.build": build.main,
+    return {**{f"python -m cagelib {c}": cli_parser(c) for c in ("demo", "pretrain", "evaluate", "peers", "reproduce")},
+            "python -m cagelib your-gait": yg.main, "python -m cagelib data": build.main,
             "python benchmarks/pretrain_throughput.py": benchmark_parse_args()}
 
 

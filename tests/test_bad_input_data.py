@@ -134,22 +134,23 @@ def test_joint_map_file_missing_or_a_directory(tmp_path):
 
 
 def test_command_line_names_the_bad_joint_map_before_fitting_a_probe(tmp_path, walk, capsys):
-    """`python -m cagelib.lab.your_gait RUN walk.bvh --joint-map bad.json`: the map file's error, exit 1,
+    """`python -m cagelib your-gait RUN walk.bvh --joint-map bad.json`: the map file's error, exit 1,
     and no probe written into the run."""
     import torch
 
-    from cagelib.lab import your_gait as yg
-    from cagelib.lab.settings import RunSettings, pretrain_run
+    from cagelib.cli import main
+    from cagelib.experiment import load
+    from cagelib.lab.workbench import pretrain_run
 
     torch.set_num_threads(1)
-    run = pretrain_run(RunSettings(epochs=1, max_pretrain_windows=64), outputs=tmp_path / "outputs",
-                       progress=False).run_dir
+    exp = load("notebook", ["pretrain.epochs=1", "data.max_pretrain_windows=64"])
+    run = pretrain_run(exp, outputs=tmp_path / "outputs", progress=False).run_dir
     before = sorted(p.name for p in run.rglob("*"))
     for text, message in [('{"Hips": "root", "Spine": ', "line 1 column 27: not valid JSON"),
                           (json.dumps(list(BANDAI_JOINT_MAP)), "holds an array, expected a JSON object")]:
         path = write_map(tmp_path, text)
         with pytest.raises(SystemExit) as exit_:
-            yg.main([str(run), str(walk), "--joint-map", str(path)])
+            main(["your-gait", str(run), str(walk), "--joint-map", str(path)])
         assert exit_.value.code == 1
         assert f"{path}: {message}" in capsys.readouterr().err
     assert sorted(p.name for p in run.rglob("*")) == before  # nothing written: no probe.pt / probe.json

@@ -3,12 +3,15 @@
 Two writers on one run folder (the run lock), a full disk during a checkpoint write, the demo's parent
 killed by SIGKILL / SIGINT / SIGTERM (its seed workers die too, and stale workers never write into a
 rerun's folder), a refused run leaving no half-made folder, ``--device cuda`` without CUDA, the notebooks
-of an installed package (tests/test_packaging.py), and the demo's and reproduce's command lines.
+of an installed package (tests/test_packaging.py), and the command lines of ``python -m cagelib demo`` and
+``python -m cagelib reproduce`` (``cagelib.cli``: a bad override is refused before anything is written).
 """
 from __future__ import annotations
 
 import errno
+import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -20,11 +23,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_pretrain_loop import gaits, losses, tiny_config
+from test_pretrain_loop import gaits, losses, tensorboard_available, tiny_config
 
-from cagelib import atomic
+from cagelib import atomic, cli
 from cagelib.atomic import NoSpaceError, atomic_write_text
-from cagelib.lab import comparison, demo, jobs, reproduce
+from cagelib.errors import ParameterError
+from cagelib.experiment import Experiment, load, settings_help
+from cagelib.lab import comparison, demo, jobs, reproduce, runner
 from cagelib.pretrain.checkpoint import CHECKPOINT, load_checkpoint_file
 from cagelib.pretrain.run_lock import RUN_LOCK, RunFolderBusyError, RunFolderReplacedError, RunLock
 from cagelib.pretrain.loop import check_data, pretrain
@@ -48,8 +53,9 @@ def test_a_second_writer_on_a_locked_run_folder_is_refused_naming_the_holder(tmp
     assert "choose another run_dir" in message
     assert not (Path(config.run_dir) / CHECKPOINT).exists()  # the second writer wrote nothing
     pretrain(config, gaits())  # released: the run goes ahead
-    assert sorted(p.name for p in Path(config.run_dir).iterdir()) == ["checkpoint.pt", "config.json",
-                                                                   "health_init.json", "metrics.jsonl"]
+    assert sorted(p.name for p in Path(config.run_dir).iterdir()) == [
+        "checkpoint.pt", "config.json", "health_init.json", "metrics.jsonl", "provenance.json"] + (
+        ["tensorboard"] if tensorboard_available() else [])  # the whole run, no temporary file
 
 
 HOLDER = """
@@ -216,10 +222,17 @@ def test_a_full_disk_names_the_file_of_a_text_write_too(small_disk):
 
 
 DEMO = """
-import runpy, signal
+import signal, sys
 signal.signal(signal.SIGINT, signal.default_int_handler)  # a test runner started in the background ignores it
-runpy.run_module("cagelib.lab.demo", run_name="__main__")
+from cagelib.cli import main
+if __name__ == "__main__":  # the seed workers are spawned: they import this script without running it
+    sys.exit(main(sys.argv[1:]))
 """
+
+
+def toml_path(path) -> str:
+    """``path`` as the TOML string of an override value (``out="/tmp/..."``)."""
+    return json.dumps(str(path))
 
 
 def _alive(pids) -> list:
@@ -238,8 +251,8 @@ def _alive(pids) -> list:
 def test_killing_the_demo_stops_its_seed_workers_and_the_resource_tracker(tmp_path, signum):
     psutil = pytest.importorskip("psutil")
     out = tmp_path / "demo"
-    child = subprocess.Popen([sys.executable, "-c", DEMO, "--epochs", "50", "--seeds", "0", "1", "--workers", "2",
-                              "--out", str(out)], cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
+    child = subprocess.Popen([sys.executable, "-c", DEMO, "demo", "pretrain.epochs=50", "seeds=[0, 1]", "workers=2",
+                              f"out={toml_path(out)}"], cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 300  # a guard against a hang, not a timing assertion
@@ -266,17 +279,19 @@ def test_killing_the_demo_stops_its_seed_workers_and_the_resource_tracker(tmp_pa
 
 
 def test_a_stale_worker_never_writes_into_a_rerun_output_folder(tmp_path):
-    out = comparison.prepare_output(tmp_path / "demo")
-    token = comparison.output_token(out)
+    out = runner.prepare_output(tmp_path / "demo")
+    token = runner.output_token(out)
     assert token and len(token) == 32
-    comparison.check_output(out, token)  # its own folder: fine
-    again = comparison.prepare_output(out)  # a rerun replaces the folder: a new token
-    assert comparison.output_token(again) != token
-    config = comparison.ComparisonConfig(out=str(out))
-    with pytest.raises(comparison.OutputReplacedError, match=r"the output folder was removed or replaced by another "
+    runner.check_output(out, token)  # its own folder: fine
+    again = runner.prepare_output(out)  # a rerun replaces the folder: a new token
+    assert runner.output_token(again) != token
+    exp = load("demo", [f"out={toml_path(out)}", "seeds=[0]"])
+    assert exp.run_folder("seed0").is_relative_to(out)  # the seed's runs would go inside the output folder
+    for job in (lambda: comparison.run_seed(exp, 0, token), lambda: comparison._seed_job((exp, 0, token))):
+        with pytest.raises(runner.OutputReplacedError, match=r"the output folder was removed or replaced by another "
                                                              r"run while this worker .* of an earlier run"):
-        comparison._seed_job((config, 0, token))  # checked before the seed's first pretraining ...
-    assert sorted(p.name for p in out.iterdir()) == [comparison.MARKER]  # ... so nothing was written
+            job()  # checked before the seed's first pretraining ...
+        assert sorted(p.name for p in out.iterdir()) == [runner.MARKER]  # ... so nothing was written
 
 
 def test_an_interrupted_pool_terminates_its_workers_at_once(monkeypatch):
@@ -331,11 +346,12 @@ def test_a_run_failing_before_its_first_checkpoint_leaves_no_folder_but_an_exist
 
 
 def test_a_notebook_run_refused_for_a_batch_larger_than_the_corpus_leaves_no_run_folder(tmp_path):
-    from cagelib.lab.settings import RunSettings, pretrain_run
+    from cagelib.lab.workbench import pretrain_run
 
+    exp = load("notebook", ["pretrain.contrast.method=geclr", "pretrain.epochs=1", "pretrain.batch_size=1000",
+                            "data.max_pretrain_windows=64"])
     with pytest.raises(ValueError, match="fewer than batch_size=1000"):
-        pretrain_run(RunSettings(method="geclr", epochs=1, batch_size=1000, max_pretrain_windows=64),
-                     outputs=tmp_path, progress=False)
+        pretrain_run(exp, outputs=tmp_path, progress=False)
     assert list(tmp_path.rglob("*")) in ([], [tmp_path / "runs"])
 
 
@@ -343,15 +359,20 @@ def test_a_notebook_run_refused_for_a_batch_larger_than_the_corpus_leaves_no_run
 
 
 def test_reproduce_with_cuda_on_a_machine_without_it_fails_before_anything_runs(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(SystemExit):
-        reproduce.main(["--device", "cuda", "--out", str(tmp_path / "out")])
-    assert "error: --device 'cuda': CUDA is not available on this machine" in capsys.readouterr().err
     from cagelib.device import DeviceError
 
-    grid = reproduce.Grid("t", {"geclr": reproduce.RunSettings(method="geclr")}, seeds=(0,), tsne=())
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    exp = load("reproduce/small", ["pretrain.device=cuda:0", "seeds=[0]", f"out={toml_path(tmp_path / 'out')}"])
+    exp = Experiment.from_dict({**exp.to_dict(), "variants": {"geclr": exp.variants["geclr"]}})  # --only geclr
     with pytest.raises(DeviceError, match=r"device 'cuda:0': CUDA is not available"):
-        reproduce.run_grid(grid, tmp_path / "out", device="cuda:0", log=lambda line: None)
+        reproduce.run_grid(exp, notebooks=("03_pretrain", "04_evaluate"), log=lambda line: None)
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(SystemExit) as exit_:  # the command line: an error message, not a traceback
+        cli.main(["reproduce", "--device", "cuda", f"out={toml_path(tmp_path / 'out')}"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "error: --device 'cuda': CUDA is not available on this machine" in err
+    assert "python -m cagelib reproduce: error: " in err
     assert not (tmp_path / "out").exists()
 
 
@@ -359,32 +380,57 @@ def test_reproduce_with_cuda_on_a_machine_without_it_fails_before_anything_runs(
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--seeds", "-1"], "--seeds: -1 is not an integer >= 0"),
-    (["--seeds", "0", "0"], "--seeds: 0 is given twice; each seed is one pretraining, give it once"),
-    (["--epochs", "0"], "--epochs: 0 is below 1"),
-    (["--workers", "0"], "--workers: 0 is below 1"),
-])
+    (["seeds=[-1]"], r"override 'seeds=\[-1\]'.*seeds.*>= 0.*got \[-1\]"),
+    (["seeds=[0, 0]"], r"override 'seeds=\[0, 0\]'.*seeds must be distinct.*got \[0, 0\]"),
+    (["seeds=[0]", "workers=1", "pretrain.epochs=0"], r"override 'pretrain\.epochs=0'.*epochs.*>= 1"),
+    (["workers=0"], r"override 'workers=0'.*workers.*>= 1"),
+    (["pretrain.contrast.method=cagee"], r"override 'pretrain\.contrast\.method=cagee': 'pretrain\.contrast.*"
+                                         r"unknown method 'cagee'; use one of .*\bcage\b"),
+    (["pretrain.epoch=3"], r"override 'pretrain\.epoch=3': 'pretrain\.epoch': is not a setting of PretrainConfig; "
+                           r"did you mean 'pretrain\.epochs'\?"),
+    (["--config", "demoo"], r"preset: 'demoo': no such preset; did you mean 'demo'\?"),
+], ids=["negative-seed", "seed-twice", "no-epochs", "no-workers", "unknown-method", "unknown-key", "preset-misspelt"])
 def test_demo_refuses_a_bad_command_line_before_anything_runs(tmp_path, capsys, argv, message):
+    out = tmp_path / "out"
     with pytest.raises(SystemExit) as exit_:
-        demo.main(argv + ["--out", str(tmp_path / "out")])
+        cli.main(["demo", *argv, f"out={toml_path(out)}"])
     assert exit_.value.code == 2
-    assert f"python -m cagelib.lab.demo: error: {message}" in capsys.readouterr().err
-    assert not (tmp_path / "out").exists()
+    err = capsys.readouterr().err
+    assert re.search(message, err), err  # names the override, the key and the problem ...
+    assert not out.exists()  # ... before anything is written
+    assert "python -m cagelib demo: error: " in err, err  # argparse's error of the demo command
 
 
-def test_duplicate_seeds_are_refused_by_the_demo_function_too(tmp_path):
-    with pytest.raises(ValueError, match=r"^seeds: 0 is given twice"):
-        demo.run(demo.DemoConfig(seeds=(0, 0), out=str(tmp_path / "out")))
-    assert not (tmp_path / "out").exists()
+def test_duplicate_seeds_are_refused_before_the_demo_function_can_run_them(tmp_path):
+    out = tmp_path / "out"
+    exp = load("demo", [f"out={toml_path(out)}"])
+    with pytest.raises(ValueError, match=r"seeds must be distinct integers >= 0 .*got \[0, 0\]"):
+        demo.run(replace(exp, seeds=(0, 0)))  # the experiment refuses them: demo.run never sees them
+    with pytest.raises(ParameterError, match=r"seeds must be distinct .*got \[0, 0\]"):
+        Experiment.from_dict({**exp.to_dict(), "seeds": [0, 0]})
+    with pytest.raises(ParameterError, match=r"seeds must be distinct .*got \[0, 0\]"):
+        load("demo", {"seeds": [0, 0], "out": str(out)})
+    assert not out.exists()
 
 
-@pytest.mark.parametrize("module", [demo, reproduce], ids=lambda m: m.__name__)
-def test_every_option_has_a_sentence_of_help_and_the_usage_names_the_module(module):
-    parser = module.parser()
-    assert parser.prog == f"python -m {module.__name__}"
-    assert parser.format_usage().startswith(f"usage: python -m {module.__name__} ")
-    assert parser.description.endswith(".") and len(parser.description) > 80
+def subcommand_parser(command: str):
+    """The parser of ``python -m cagelib <command>`` (``cagelib.cli.build_parser``)."""
+    import argparse
+
+    sub = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices[command]
+
+
+@pytest.mark.parametrize("command", ["demo", "pretrain", "evaluate", "peers", "reproduce"])
+def test_every_option_has_a_sentence_of_help_and_the_usage_names_the_command(command):
+    parser = subcommand_parser(command)
+    assert parser.prog == f"python -m cagelib {command}"
+    assert parser.format_usage().startswith(f"usage: python -m cagelib {command} ")
+    assert parser.description.endswith(".") and len(parser.description.split()) >= 8
     for action in parser._actions:
         if action.dest == "help":
             continue
         assert action.help and action.help[0].isupper() and action.help.endswith("."), action.option_strings
+    epilog = " ".join(parser.epilog.split())  # every setting an override may set, with its sentence
+    for key, _, comment in settings_help(Experiment):
+        assert f"{key} {' '.join(comment.split())}" in epilog, key

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from cagelib.data.tasks import TaskConfig, gait_task
+from cagelib.data.tasks import DataConfig, gait_task
 from cagelib.methods.augment import Compose, Crop, JointJitter, Shear, make_generator, valid_lengths
 from cagelib.methods.body_augment import (VIEWS, BodyFrame, BoundedJitter, Rotate, Scale, ambiguity_transform,
                                           contrastive_views)
@@ -117,7 +117,7 @@ def test_spherical_stream_of_root_velocity_input_holds_the_velocity_in_spherical
 @functools.lru_cache(maxsize=None)
 def corpus(representation: str) -> torch.Tensor:
     """128 real corpus windows of the embedded Bandai set, ``(128, 48, 16, 3)``."""
-    task = gait_task(TaskConfig(representation=representation, max_pretrain_windows=128))
+    task = gait_task(DataConfig(representation=representation, max_pretrain_windows=128))
     return torch.as_tensor(task.pretrain_x)
 
 

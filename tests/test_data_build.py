@@ -47,7 +47,7 @@ def test_compact_rejects_jumps_and_foreign_files(tmp_path):
     GaitSet([np.zeros((2, 16, 3))], np.array([-1]), ()).save(tmp_path / "plain.npz")
     with pytest.raises(ValueError, match=r"plain\.npz: not a cagelib-compact-1 file"):
         load_compact(tmp_path / "plain.npz")
-    with pytest.raises(FileNotFoundError, match="python -m cagelib.data.build"):
+    with pytest.raises(FileNotFoundError, match="python -m cagelib data"):
         load_embedded(tmp_path / "absent.npz")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cagelib.data import PreprocessConfig, center_root, load_embedded, normalize_view, pad_or_crop, preprocess
+from cagelib.data import center_root, load_embedded, normalize_view, pad_or_crop, preprocess
 from cagelib.data.preprocess import preprocess_gaitset
 from cagelib.skeleton import JOINT_NAMES, ROOT
 
@@ -23,22 +23,22 @@ def random_clip(T=30, seed=0) -> np.ndarray:
 
 @pytest.mark.parametrize("center", ["first_frame", "per_frame"])
 def test_rotated_and_translated_copy_gives_the_same_result(center):
-    config = PreprocessConfig(length=40, center=center)
+    config = dict(length=40, center=center)
     x = random_clip()
     for seed, angle in enumerate([0.3, 2.5, -1.7, np.pi]):
         moved = x @ yaw(angle).T.astype(np.float32) + np.array([5.0, -1.0, -3.0 + seed], dtype=np.float32)
-        a, la = preprocess(x, config=config)
-        b, lb = preprocess(moved, config=config)
+        a, la = preprocess(x, **config)
+        b, lb = preprocess(moved, **config)
         np.testing.assert_allclose(a, b, atol=2e-5)
         assert la == lb == 30
 
 
 def test_canonical_orientation():
-    out, _ = preprocess(random_clip(), config=PreprocessConfig(length=30))
+    out, _ = preprocess(random_clip(), length=30)
     np.testing.assert_allclose(out[0, ROOT], 0.0, atol=1e-6)  # first frame's root at the origin
     hip = out[0, RIGHT_HIP] - out[0, LEFT_HIP]
     assert hip[0] > 0 and abs(hip[2]) < 1e-5  # left -> right hip along +x
-    per_frame, _ = preprocess(random_clip(), config=PreprocessConfig(length=30, center="per_frame"))
+    per_frame, _ = preprocess(random_clip(), length=30, center="per_frame")
     np.testing.assert_allclose(per_frame[:, ROOT], 0.0, atol=1e-6)  # root at the origin in every frame
 
 
@@ -79,7 +79,7 @@ def test_pad_crop_lengths_and_padding_stays_zero():
 
 def test_degenerate_inputs_give_no_nan():
     still = np.zeros((5, 16, 3), dtype=np.float32)  # all joints at one point: no hip line to align
-    out, _ = preprocess(still, config=PreprocessConfig(length=8))
+    out, _ = preprocess(still, length=8)
     assert np.isfinite(out).all() and not out.any()
     with pytest.raises(ValueError, match="NaN"):
         preprocess(np.full((5, 16, 3), np.nan))

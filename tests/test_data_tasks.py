@@ -6,8 +6,7 @@ import pytest
 
 from cagelib.data import cut_windows
 from cagelib.data.bandai import emotion_clips
-from cagelib.data.tasks import (CORPORA, TASK_NAMES, EmotionTask, GaitTask, TaskConfig, embedded_set, emotion_task,
-                                gait_task, preprocess_windows)
+from cagelib.data.tasks import CORPORA, TASK_NAMES, DataConfig, GaitTask, embedded_set, gait_task, preprocess_windows
 from cagelib.representation import DEFAULT_REPRESENTATION, REPRESENTATIONS, to_representation
 from cagelib.skeleton import ROOT
 
@@ -17,7 +16,7 @@ COUNTS = {"emotion4": (28, 309, 4), "style15": (105, 1161, 15), "walkstyle7": (6
 @pytest.fixture(scope="module")
 def tasks() -> dict[str, GaitTask]:
     gs = embedded_set()
-    return {name: gait_task(TaskConfig(task=name, max_pretrain_windows=None), gs) for name in TASK_NAMES}
+    return {name: gait_task(DataConfig(tasks=(name,), max_pretrain_windows=0), gs) for name in TASK_NAMES}
 
 
 @pytest.mark.parametrize("name", TASK_NAMES)
@@ -41,23 +40,22 @@ def test_emotion4_has_seven_clips_per_emotion(tasks):
     task = tasks["emotion4"]
     assert task.label_names == ("neutral", "happy", "sad", "angry")
     assert all(v["clips"] == 7 for v in task.summary()["per_class"].values())
-    assert EmotionTask is GaitTask
 
 
 @pytest.mark.parametrize("name", TASK_NAMES)
 def test_corpus_never_contains_a_task_clip(tasks, name):
     gs = embedded_set()
-    config = TaskConfig(task=name, max_pretrain_windows=None)
+    config = DataConfig(tasks=(name,), max_pretrain_windows=0)
     task = tasks[name]
     family = {"emotion4": "style15", "style15": "style15", "walkstyle7": "walkstyle7"}[name]
     excluded = set(tasks[family].clip_groups)  # emotion4 and style15 share one corpus: neither's clips
     assert set(task.clip_groups) <= excluded
     # rebuild the corpus windows with their clip of origin: the corpus is cut from the other clips only
     other = np.flatnonzero(~np.isin(gs.meta["group"], list(excluded)))
-    w = cut_windows(gs.subset(other), config.window, config.pretrain_stride)
+    w = cut_windows(gs.subset(other), config.window, config.corpus_stride())
     assert len(task.pretrain_x) == len(w)
     assert not set(gs.meta["group"][other]) & excluded
-    expected = to_representation(preprocess_windows(w.x, w.lengths, config), config.representation, gs.fps, w.lengths)
+    expected = to_representation(preprocess_windows(w.x, w.lengths), config.representation, gs.fps, w.lengths)
     np.testing.assert_array_equal(task.pretrain_x, expected)
 
 
@@ -67,16 +65,18 @@ def test_emotion4_and_style15_share_one_corpus(tasks):
 
 def test_dataset2_corpus_and_its_refusal_for_walkstyle7():
     gs = embedded_set()
-    walking = gait_task(TaskConfig(max_pretrain_windows=None, corpus="dataset-2"), gs)
+    walking = gait_task(DataConfig(max_pretrain_windows=0, corpus="dataset-2"), gs)
     d2 = gs.lengths[gs.meta["dataset"] == "dataset-2"]
     assert len(walking.pretrain_x) == int(np.sum((d2 - 48) // 48 + 1))
     with pytest.raises(ValueError, match="corpus"):
-        gait_task(TaskConfig(task="walkstyle7", corpus="dataset-2"), gs)
+        gait_task(DataConfig(tasks=("walkstyle7",), corpus="dataset-2"), gs)
     assert CORPORA == ("other", "dataset-2")
-    with pytest.raises(ValueError, match="task"):
-        TaskConfig(task="emotion7")
+    with pytest.raises(ValueError, match="tasks"):
+        DataConfig(tasks=("emotion7",))
     with pytest.raises(ValueError, match="representation"):
-        TaskConfig(representation="spherical")
+        DataConfig(representation="spherical")
+    assert DataConfig(window=32).task_stride("emotion4") == 8 and DataConfig(window=32).corpus_stride() == 32
+    assert DataConfig(task_strides={"walkstyle7": 48}).task_stride("walkstyle7") == 48
 
 
 def test_folds_keep_clips_whole(tasks):
@@ -87,13 +87,13 @@ def test_folds_keep_clips_whole(tasks):
         assert not set(task.groups[train]) & set(task.groups[test])
 
 
-# Today's (pre-representation) emotion task windows, frozen: shape and checksums of emotion_task().x.
+# Today's (pre-representation) emotion task windows, frozen: shape and checksums of gait_task().x.
 FROZEN_SUM, FROZEN_ABS, FROZEN_SQ = -133903.384215147, 281121.64068462583, 295711.4865249145
 
 
 def test_emotion4_first_frame_equals_the_former_emotion_task():
     gs = embedded_set()
-    task = emotion_task(gs, TaskConfig(representation="first_frame", max_pretrain_windows=64))
+    task = gait_task(DataConfig(representation="first_frame", max_pretrain_windows=64), gs)
     x = task.x.astype(np.float64)
     assert task.x.shape == (309, 48, 16, 3)
     np.testing.assert_allclose([x.sum(), np.abs(x).sum(), (x ** 2).sum()], [FROZEN_SUM, FROZEN_ABS, FROZEN_SQ],
@@ -102,7 +102,7 @@ def test_emotion4_first_frame_equals_the_former_emotion_task():
     # the former construction, step by step: emotion-labelled clips, windows, preprocessing
     clips = emotion_clips(gs)
     w = cut_windows(clips, 48, 12)
-    np.testing.assert_array_equal(task.x, preprocess_windows(w.x, w.lengths, TaskConfig()))
+    np.testing.assert_array_equal(task.x, preprocess_windows(w.x, w.lengths))
     np.testing.assert_array_equal(task.y, w.labels)
     np.testing.assert_array_equal(task.groups, w.clip_index)
     assert task.x_first_frame is task.x

@@ -68,6 +68,6 @@ def test_evaluate_folds_reports_clip_accuracy():
     x = torch.randn(48, 2, 4, 3, generator=g) * 0.1 + torch.eye(3).repeat(1, 8)[torch.as_tensor(y)].reshape(48, 2, 4, 3)
     task = SimpleNamespace(x=x, y=torch.as_tensor(y), groups=groups, label_names=("a", "b", "c"))
     folds = [(np.flatnonzero(groups % 4 != k), np.flatnonzero(groups % 4 == k)) for k in range(2)]
-    results = evaluate_folds(nn.Flatten(), task, folds, "knn", EvalConfig.paper("knn", device="cpu"), k=3)
+    results = evaluate_folds(nn.Flatten(), task, folds, "knn", EvalConfig.paper("knn", device="cpu", knn_k=3))
     for r in results:
-        assert r.clip_top1 == 100.0 and r.balanced == 100.0 and r.top1 == 100.0
+        assert r.clip_top1 == 100.0 and r.balanced == 100.0 and r.top1 == 100.0 and r.config["knn_k"] == 3

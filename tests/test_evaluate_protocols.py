@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -18,7 +19,6 @@ from cagelib.evaluate.features import TwoStreamEncoder, extract_features, knn_pr
 from cagelib.evaluate.metrics import EvalResult, aggregate_seeds
 from cagelib.evaluate.protocols import (EvalConfig, finetune_eval, knn_eval, linear_eval, semi_supervised_eval,
                                         supervised_baseline)
-from cagelib.lab.tables import format_mean_std, results_table
 
 T, V, C, K = 2, 4, 3, 4  # tiny sequences (N, 2, 4, 3) for stand-in encoders
 
@@ -45,12 +45,38 @@ def linear_config(**kw) -> EvalConfig:
 
 def test_paper_settings():
     lin, ft, semi = EvalConfig.paper("linear"), EvalConfig.paper("finetune"), EvalConfig.paper("semi-supervised")
-    assert (lin.epochs, lin.lr, lin.milestones, lin.gamma, lin.momentum, lin.weight_decay) == (100, 30.0, (50, 70), 0.1, 0.9, 0.0)
-    assert (ft.epochs, ft.lr, ft.milestones, ft.gamma) == (20, 0.001, (10,), 0.1)
+    assert (lin.epochs, lin.lr, lin.milestones, lin.gamma, lin.sgd_momentum, lin.weight_decay) == (
+        100, 30.0, (50, 70), 0.1, 0.9, 0.0)
+    assert (ft.epochs, ft.lr, ft.milestones, ft.gamma, ft.optimizer) == (20, 0.001, (10,), 0.1, "sgd")
     assert (semi.epochs, semi.lr, semi.milestones, semi.protocol) == (20, 0.001, (10,), "semi-supervised")
-    assert EvalConfig.small("finetune").epochs < ft.epochs and EvalConfig().val_fraction == 0.0
-    with pytest.raises(ValueError, match="protocol"):
+    assert EvalConfig().val_fraction == 0.0 and EvalConfig.paper("knn").knn_k == EvalConfig().knn_k == 10
+    assert EvalConfig.paper("finetune", epochs=5, milestones=(3,)).milestones == (3,)
+    with pytest.raises(ValueError, match="^EvalConfig: protocol must be one of"):
         EvalConfig.paper("best-epoch")
+
+
+def test_milestones_are_epochs_or_fractions_of_the_epochs():
+    assert EvalConfig(milestones=(0.5, 0.7)).milestones == (50, 70)  # of the default 100 epochs
+    assert EvalConfig.paper("linear", epochs=30, milestones=(0.5, 0.7)).milestones == (15, 21)
+    assert EvalConfig.paper("finetune", epochs=3, milestones=(0.5,)).milestones == (1,)
+    assert EvalConfig.paper("finetune", epochs=3, milestones=(2, 0.5)).milestones == (1, 2)
+    assert EvalConfig.paper("linear", epochs=30).milestones == (50, 70)  # epochs stay epochs
+    with pytest.raises(ValueError, match="^EvalConfig: milestones: 0 is neither"):
+        EvalConfig(milestones=(0,))
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("protocol", "best-epoch", "protocol must be one of"), ("epochs", -1, "epochs must be a whole number >= 0"),
+    ("epochs", 2.5, "epochs must be a whole number >= 0"), ("lr", 0.0, "lr must be a finite number > 0"),
+    ("lr", float("nan"), "lr must be a finite number > 0"), ("batch_size", 0, "batch_size must be a whole number >= 1"),
+    ("optimizer", "adamw", "optimizer must be one of"), ("val_fraction", 1.0, r"val_fraction must be in \[0, 1\)"),
+    ("val_fraction", -0.1, r"val_fraction must be in \[0, 1\)"), ("knn_k", 0, "knn_k must be a whole number >= 1"),
+    ("knn_k", True, "knn_k must be a whole number >= 1"), ("input_transform", "polar", "input_transform must be one of")])
+def test_bad_settings_name_the_field(field, value, message):
+    with pytest.raises(ValueError, match=f"^EvalConfig: {message}"):
+        EvalConfig(**{field: value})
+    with pytest.raises(ValueError, match=f"^EvalConfig: {message}"):  # replace() checks again
+        dataclasses.replace(EvalConfig(), **{field: value})
 
 
 def test_linear_probe_separable_and_random_labels():
@@ -187,10 +213,21 @@ def test_knn_on_clustered_features():
     x, y = clustered(80, seed=0)
     xt, yt = clustered(40, seed=1)
     for temperature in (0.07, None):
-        r = knn_eval(tiny_encoder(), x, y, xt, yt, k=5, temperature=temperature, config=EvalConfig(device="cpu"))
-        assert r.top1 == 100.0 and r.protocol == "knn" and r.config["k"] == 5
-    r = knn_eval(None, x.flatten(1), y, xt.flatten(1), yt, k=5)  # precomputed features
-    assert r.top1 == 100.0
+        r = knn_eval(tiny_encoder(), x, y, xt, yt, temperature=temperature, config=EvalConfig(device="cpu", knn_k=5))
+        assert r.top1 == 100.0 and r.protocol == r.config["protocol"] == "knn" and r.config["knn_k"] == 5
+    r = knn_eval(None, x.flatten(1), y, xt.flatten(1), yt)  # precomputed features, EvalConfig.paper("knn")
+    assert r.top1 == 100.0 and r.config["knn_k"] == 10 and r.config["temperature"] == 0.07
+
+
+def test_knn_k_comes_from_the_config_and_is_clamped_to_the_training_set():
+    x, y = clustered(40, seed=0)
+    f = x.flatten(1)
+    clamped = knn_eval(None, f[:6], y[:6], f, y, config=EvalConfig.paper("knn", knn_k=50))
+    assert clamped.config["knn_k"] == 50 and clamped.config["k_used"] == 6
+    every = knn_eval(None, f[:6], y[:6], f, y, config=EvalConfig.paper("knn", knn_k=6))
+    assert "k_used" not in every.config
+    with pytest.raises(TypeError):
+        knn_predict(f, y, f, K)  # knn_predict has no default k: its caller says how many vote
 
 
 def test_knn_votes_by_hand():
@@ -266,10 +303,12 @@ def test_aggregate_seeds_mean_and_sample_std():
     assert aggregate_seeds([_result(70.0, [1.0, 2.0])])["top1_std"] is None
     with pytest.raises(ValueError, match="protocols"):
         aggregate_seeds([_result(70.0, [1.0, 2.0]), _result(70.0, [1.0, 2.0], protocol="finetune")])
-    assert format_mean_std(79.591, 1.234) == "79.59 ± 1.23" and format_mean_std(79.591, None) == "79.59"
 
 
 def test_results_table_markdown_and_csv():
+    from cagelib.lab.tables import format_mean_std, results_table  # the lab's tables: imported here, not by the module
+
+    assert format_mean_std(79.591, 1.234) == "79.59 ± 1.23" and format_mean_std(79.591, None) == "79.59"
     rows = [{"method": "CAGE", "top1": 79.594, "std": None}, {"method": "a|b, c", "top1": 76.0, "n": 5}]
     md = results_table(rows).splitlines()
     assert md[0] == "| method | top1 | std | n |" and md[1] == "|---|---|---|---|"
@@ -283,7 +322,9 @@ def test_supervised_baseline_with_agcn_is_seeded():
 
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(12, 8, 16, 3, generator=g), torch.arange(12) % 3
-    cfg = EvalConfig.paper("supervised", device="cpu", epochs=2, milestones=(1,), batch_size=6)
+    # finetune's optimiser from scratch, spelled out (the supervised recipe is Adam's: test_supervised.py)
+    cfg = EvalConfig.paper("supervised", optimizer="sgd", lr=0.001, device="cpu", epochs=2, milestones=(1,),
+                           batch_size=6)
     make = lambda: AGCN(AGCNConfig.small())  # noqa: E731
     a = supervised_baseline(make, x, y, x, y, cfg)
     b = supervised_baseline(make, x, y, x, y, cfg)

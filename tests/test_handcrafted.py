@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cagelib.data.tasks import TaskConfig, embedded_set, gait_task
+from cagelib.data.tasks import DataConfig, embedded_set, gait_task
 from cagelib.evaluate.handcrafted import C_GRID, FEATURE_NAMES, J, gait_features, handcrafted_probe, select_c
 from cagelib.skeleton import UP_AXIS
 
@@ -14,7 +14,7 @@ FPS = 30.0
 @pytest.fixture(scope="module")
 def windows() -> np.ndarray:
     """40 real (unpadded) first-frame emotion4 windows ``(40, 48, 16, 3)``, float64."""
-    task = gait_task(TaskConfig(max_pretrain_windows=8), embedded_set())
+    task = gait_task(DataConfig(max_pretrain_windows=8), embedded_set())
     return task.x_first_frame[task.lengths == 48][:40].astype(np.float64)
 
 

@@ -1,19 +1,34 @@
-"""The main job (`make demo`) end to end at a tiny size: files written, numbers well-formed, and a second
-run in the same folder replaces the first."""
+"""The main job (`make demo`, `python -m cagelib demo`) end to end at a tiny size: files written, numbers
+well-formed, and a second run in the same folder replaces the first."""
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+import signal
 
 import pytest
 
-from cagelib.data.tasks import TaskConfig, emotion_task
-from cagelib.lab.comparison import MARKER, prepare_output
-from cagelib.lab.demo import DemoConfig, command, run
+from cagelib import cli
+from cagelib.data.tasks import DataConfig, gait_task
+from cagelib.experiment import Experiment, load
+from cagelib.lab.demo import command
+from cagelib.lab.runner import MARKER, prepare_output
+
+# what the old test shrank (DemoConfig(epochs=1, queue_size=32, seeds=(0,), folds=2, max_pretrain_windows=64,
+# workers=1)), as overrides of the demo preset (method: the preset's GE-CLR)
+TINY = ["pretrain.epochs=1", "pretrain.contrast.queue_size=32", "seeds=[0]", "folds=2",
+        "data.max_pretrain_windows=64", "workers=1"]
+
+
+@pytest.fixture(autouse=True)
+def _sigterm_restored():
+    """``cli.main`` installs its SIGTERM handler in the main thread: give pytest its own back."""
+    before = signal.getsignal(signal.SIGTERM)
+    yield
+    signal.signal(signal.SIGTERM, before)
 
 
 def test_emotion_task_keeps_task_clips_out_of_the_pretraining_corpus():
-    task = emotion_task(config=TaskConfig(max_pretrain_windows=None))
+    task = gait_task(DataConfig(max_pretrain_windows=0))
     assert task.summary()["per_class"]["happy"]["clips"] == 7
     assert len(task.clip_names) == 28
     # A task window must not reappear in the corpus (windows are cut from disjoint clip sets).
@@ -24,13 +39,13 @@ def test_emotion_task_keeps_task_clips_out_of_the_pretraining_corpus():
 
 
 def test_demo_runs_twice_in_one_folder_and_writes_its_report(tmp_path, capsys):
-    config = DemoConfig(method="geclr", epochs=1, queue_size=32, seeds=(0,), folds=2, max_pretrain_windows=64,
-                        workers=1, out=str(tmp_path / "demo"))
-    run(config)
-    report = run(config)  # the second run replaces the first instead of failing on its checkpoint
-    assert "Replacing the previous results" in capsys.readouterr().out
     out = tmp_path / "demo"
-    for name in ("summary.json", "results.json", "report.md", "table.md", "skeleton.png", MARKER):
+    argv = ["demo", *TINY, f"out={out}"]
+    assert cli.main(argv) == 0
+    capsys.readouterr()
+    assert cli.main(argv) == 0  # the second run replaces the first instead of failing on its checkpoint
+    assert "Replacing the previous results" in capsys.readouterr().out
+    for name in ("summary.json", "experiment.json", "results.json", "report.md", "table.md", "skeleton.png", MARKER):
         assert (out / name).is_file(), name
     saved = json.loads((out / "results.json").read_text())
     tasks = saved["seeds"]["0"]["tasks"]
@@ -42,15 +57,33 @@ def test_demo_runs_twice_in_one_folder_and_writes_its_report(tmp_path, capsys):
         assert all(0.0 <= row[key] <= 100.0 for key in ("top1", "balanced", "clip_top1"))
     # the majority class's balanced accuracy is exactly chance: one class right, three wrong
     assert rows["majority class"]["balanced"] == 25.0
-    assert report["seeds"]["0"]["health"]["emotion4+style15"]["final"]["epoch"] == 1
-    assert "| pretrained, linear |" in (out / "report.md").read_text()
+    assert saved["seeds"]["0"]["health"]["emotion4+style15"]["final"]["epoch"] == 1
+    report = (out / "report.md").read_text()
+    assert "| pretrained, linear |" in report
     # one seed gives no interval: the paired differences are there, as dashes
-    assert "Paired differences" in (out / "report.md").read_text()
+    assert "Paired differences" in report
     assert "| pretrained, linear (z) | random init, linear (z) | - | - |" in saved["differences"]
-    assert command(config).startswith("python -m cagelib.lab.demo --epochs 1")
+    # the run records the experiment it ran (the overrides applied), in experiment.json and results.json
+    exp = Experiment.from_dict(json.loads((out / "experiment.json").read_text()))
+    assert (exp.pretrain.epochs, exp.seeds, exp.folds, exp.data.max_pretrain_windows) == (1, (0,), 2, 64)
+    assert exp.pretrain.contrast.queue_size == 32 and exp.out == str(out)
+    assert saved["experiment"] == exp.to_dict() and "provenance" in saved
+    # the report's command line is the one that reproduces the run: the preset and its overrides
+    assert command(exp) == " ".join(["python -m cagelib", *argv])
+    assert f"Command: `{command(exp)}`" in report
+    assert command(load("long", ["seeds=[0]"])) == "python -m cagelib demo --config long seeds=[0]"
     # the default pretraining step is the fast one, and the report says which step ran
-    assert config.fast and "the fast step" in (out / "report.md").read_text()
-    assert command(replace(config, fast=False)).endswith("--no-fast")
+    assert exp.pretrain.fast is not None and "the fast step" in report
+    slow = load("demo", [*TINY, "pretrain.fast=none"])
+    assert slow.pretrain.fast is None and command(slow).endswith("pretrain.fast=none")
+
+
+def test_a_bad_override_is_refused_before_anything_is_written(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["demo", "pretrain.epoch=1", f"out={tmp_path / 'demo'}"])
+    assert exit_.value.code == 2
+    assert "did you mean 'pretrain.epochs'" in capsys.readouterr().err
+    assert not (tmp_path / "demo").exists()
 
 
 def test_an_output_folder_not_written_by_cagelib_is_refused(tmp_path):

@@ -48,22 +48,24 @@ def test_plot_axes_is_an_upright_rotation():
     np.testing.assert_array_equal(plot_axes(np.array([0.3, 1.7, -0.2]))[2], 1.7)  # vertical = y
 
 
-@pytest.mark.parametrize("view", ["front", "side", "3d"])
-def test_draw_skeleton_bones_match_the_pose(view):
+@pytest.mark.parametrize("camera", ["front", "side", "3d"])
+def test_draw_skeleton_bones_match_the_pose(camera):
     frame = walking()[7]
-    artists = draw_skeleton(None, frame, view=view)
+    artists = draw_skeleton(None, frame, camera=camera)
     assert len(artists["bones"]) == len(EDGES)
     for (a, b), line in zip(EDGES, artists["bones"]):
         assert line.get_gid() == f"bone-{a}-{b}"
         assert to_hex(line.get_color()) == SIDE_COLORS[bone_side((a, b))]
-        if view == "3d":
+        if camera == "3d":
             np.testing.assert_allclose(np.array(line.get_data_3d()).T, plot_axes(frame[[a, b]]))
         else:
-            h = 0 if view == "front" else 2
+            h = 0 if camera == "front" else 2
             np.testing.assert_allclose(np.array(line.get_data()).T, frame[[a, b]][:, [h, 1]])
     assert bone_side((2, 4)) == "left" and bone_side((13, 14)) == "right" and bone_side((0, 1)) == "centre"
     with pytest.raises(ValueError, match="frame"):
-        draw_skeleton(None, frame[:10], view=view)
+        draw_skeleton(None, frame[:10], camera=camera)
+    with pytest.raises(ValueError, match=r"camera must be one of \('3d', 'front', 'side'\), got 'top'"):
+        draw_skeleton(None, frame, camera="top")
 
 
 def test_limits_cover_every_frame_and_ignore_padding():
@@ -81,7 +83,7 @@ def test_limits_cover_every_frame_and_ignore_padding():
 
 
 def test_skeleton_figure_strip_shares_limits():
-    fig = skeleton_figure(walking(), frames=[0, 10, 20], view="front")
+    fig = skeleton_figure(walking(), frames=[0, 10, 20], camera="front")
     assert len(fig.axes) == 3
     assert len({ax.get_xlim() for ax in fig.axes}) == 1 and len({ax.get_ylim() for ax in fig.axes}) == 1
     assert [ax.get_title() for ax in fig.axes] == ["frame 0", "frame 10", "frame 20"]
@@ -226,7 +228,7 @@ def test_real_bandai_walk_stands_upright(shared_data):
 
     x, _ = read_bvh(shared_data / "bandai-motion" / "dataset-1" / "data" / "dataset-1_walk_normal_002.bvh",
                     BANDAI_JOINT_MAP)
-    fig = skeleton_figure(x, num_frames=4, view="side")
+    fig = skeleton_figure(x, num_frames=4, camera="side")
     for ax in fig.axes:  # drawn head above drawn feet in every panel: the vertical axis is y
         joints = next(line for line in ax.get_lines() if line.get_gid() == "joints")
         heights = np.asarray(joints.get_ydata())

@@ -23,15 +23,15 @@ def limits(ax):
     return (ax.get_xlim(), ax.get_ylim()) + ((ax.get_zlim(),) if hasattr(ax, "get_zlim") else ())
 
 
-@pytest.mark.parametrize("view", ["3d", "front"])
-def test_render_frame_draws_that_frame(view):
+@pytest.mark.parametrize("camera", ["3d", "front"])
+def test_render_frame_draws_that_frame(camera):
     x, y = walking(30), walking(20, speed=0.05)
     for t in (0, 7, 19):
-        fig = render_frame([x, y], ["a", "b"], t, view=view, follow_root=False)
+        fig = render_frame([x, y], ["a", "b"], t, camera=camera, follow_root=False)
         for panel, seq in enumerate((x, y)):
             for edge in ((2, 3), (10, 11), (7, 8)):
                 line = bone(fig, panel, edge)
-                if view == "3d":
+                if camera == "3d":
                     np.testing.assert_allclose(np.array(line.get_data_3d()).T, plot_axes(seq[t][list(edge)]), rtol=1e-6)
                 else:
                     np.testing.assert_allclose(np.array(line.get_data()).T, seq[t][list(edge)][:, :2], rtol=1e-6)
@@ -46,7 +46,7 @@ def test_follow_root_draws_root_relative_coordinates():
 
 
 def test_axis_limits_are_fixed_over_frames():
-    renderer = SkeletonRenderer([walking(30), walking(20)], view="3d", follow_root=False)
+    renderer = SkeletonRenderer([walking(30), walking(20)], camera="3d", follow_root=False)
     first = [limits(ax) for ax in renderer.figure.axes]
     for t in (5, 17, 29):
         renderer.update(t)
@@ -69,6 +69,8 @@ def test_shorter_sequences_hold_or_hide_after_their_end():
         render_frame([long[:, :10]], frame_index=0)
     with pytest.raises(ValueError, match="titles"):
         render_frame([long], ["a", "b"], 0)
+    with pytest.raises(ValueError, match=r"camera must be one of \('3d', 'front', 'side'\)"):
+        render_frame([long], camera="top")
 
 
 def test_player_headless_slider_play_speed_and_samples():
@@ -79,7 +81,7 @@ def test_player_headless_slider_play_speed_and_samples():
         calls.append(i)
         return samples[i], [f"s{i}-{k}" for k in range(len(samples[i]))]
 
-    player = SkeletonPlayer(fps=30, sample_fn=sample_fn, num_samples=2, view="front")
+    player = SkeletonPlayer(fps=30, sample_fn=sample_fn, num_samples=2, camera="front")
     assert calls == [0] and (player.frame_slider.min, player.frame_slider.max) == (1, 30)  # 1-based, as the titles
     assert player.frame_slider.value == 1 and player.renderer.figure.axes[0].get_title() == "s0-0\nframe 1/30"
     png0 = player.image.value
@@ -115,7 +117,7 @@ def test_ambiguity_views_and_player():
     for a, b in zip(seqs, again):
         np.testing.assert_array_equal(a, b)
     assert not np.array_equal(ambiguity_views(x, seed=1)[0][1], seqs[1])
-    player = ambiguity_player(x, seed=0, view="front")
+    player = ambiguity_player(x, seed=0, camera="front")
     assert len(player.renderer.figure.axes) == 6 and player.renderer.lengths[3] <= 10
     before = player.image.value
     speed_up_control = next(w for w in player.widget.children[1].children if w.description == "speed up r")
@@ -125,17 +127,17 @@ def test_ambiguity_views_and_player():
     assert len(EDGES) == len(player.renderer.panels[0]["bones"])
 
 
-@pytest.mark.parametrize("view", ["3d", "front"])
-def test_panels_have_metre_axes_and_a_left_right_key(view):
+@pytest.mark.parametrize("camera", ["3d", "front"])
+def test_panels_have_metre_axes_and_a_left_right_key(camera):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.colors import to_hex
 
     from cagelib.lab.skeleton_plots import SIDE_COLORS
 
-    fig = render_frame([walking(30), walking(20)], ["a", "b"], 3, view=view)
+    fig = render_frame([walking(30), walking(20)], ["a", "b"], 3, camera=camera)
     FigureCanvasAgg(fig).draw()
     for ax in fig.axes:
-        axes = (ax.xaxis, ax.yaxis) + ((ax.zaxis,) if view == "3d" else ())
+        axes = (ax.xaxis, ax.yaxis) + ((ax.zaxis,) if camera == "3d" else ())
         assert all("(m)" in axis.get_label_text() for axis in axes)
         for axis in axes:  # tick labels in metres: numbers, not blank
             labels = [t.get_text() for t in axis.get_ticklabels() if t.get_text()]

@@ -1,4 +1,4 @@
-"""The lab (cagelib.lab): paths, run settings, pretraining runs and their discovery, evaluation files,
+"""The lab (cagelib.lab): paths, experiments, pretraining runs and their discovery, evaluation files,
 results tables built from run files, notebook stripping."""
 from __future__ import annotations
 
@@ -11,23 +11,34 @@ import nbformat
 import numpy as np
 import pytest
 
-from cagelib.data.tasks import TaskConfig, embedded_set, emotion_data
+from cagelib.data.tasks import DataConfig, embedded_set, emotion_data
+from cagelib.errors import ParameterError
 from cagelib.evaluate.metrics import majority_result
+from cagelib.experiment import Experiment, load
 from cagelib.lab import evaluation as ex
 from cagelib.lab import notebook, runs, tables
-from cagelib.lab import settings as wb
-from cagelib.lab.settings import pretrain_config
+from cagelib.lab import workbench as wb
+from cagelib.methods.encoders import AGCNConfig
+from cagelib.pretrain.config import PretrainConfig
 
-TINY = dict(epochs=1, batch_size=16, queue_size=32, window=16, max_pretrain_windows=32, device="cpu")
+# the old TINY RunSettings (epochs=1, batch_size=16, queue_size=32, window=16, max_pretrain_windows=32,
+# device="cpu") as overrides of the notebook preset (the old RunSettings' base)
+TINY = ["pretrain.epochs=1", "pretrain.batch_size=16", "pretrain.contrast.queue_size=32", "data.window=16",
+        "data.max_pretrain_windows=32", "pretrain.device=cpu"]
+# the old EvalSettings(protocols=("linear",), folds=2, linear_epochs=5, device="cpu")
+LINEAR_ONLY = ['protocols=["linear"]', "folds=2", "linear.epochs=5", "linear.device=cpu"]
+
+
+def tiny(method: str = "geclr", *extra) -> Experiment:
+    return load("notebook", [f"pretrain.contrast.method={method}", *TINY, *extra])
 
 
 @pytest.fixture(scope="module")
 def outputs(tmp_path_factory):
     """An outputs folder holding one tiny GE-CLR run, evaluated (linear, 2 folds)."""
     root = tmp_path_factory.mktemp("outputs")
-    result = wb.pretrain_run(wb.RunSettings(method="geclr", **TINY), outputs=root, progress=False)
-    ex.evaluate_run(result.run_dir, ex.EvalSettings(protocols=("linear",), folds=2, linear_epochs=5, device="cpu"),
-                    progress=False)
+    result = wb.pretrain_run(tiny(), outputs=root, progress=False)
+    ex.evaluate_run(result.run_dir, tiny("geclr", *LINEAR_ONLY), progress=False)
     return root
 
 
@@ -45,31 +56,36 @@ def test_repo_root_is_found_from_the_notebooks_folder(tmp_path, monkeypatch):
     assert wb.outputs_dir() == tmp_path and wb.outputs_dir(tmp_path / "o") == tmp_path / "o"
 
 
-def test_run_settings_schedule_paper_values_and_variants():
-    assert wb.RunSettings(epochs=10).schedule() == (5, 8)  # the paper's 50 % / 80 %
-    assert wb.RunSettings(epochs=2).schedule() == (1,) and wb.RunSettings(epochs=1).schedule() == ()
-    assert wb.RunSettings(epochs=10, milestones=[3]).schedule() == (3,)
-    cage, geclr = wb.RunSettings.paper("cage"), wb.RunSettings.paper("geclr")
-    assert (cage.epochs, cage.schedule(), cage.queue_size, cage.encoder) == (300, (150, 250), 2048, "paper")
-    assert (geclr.epochs, geclr.schedule()) == (200, (100, 160))
-    config = pretrain_config(cage, "/tmp/x")
+def test_experiment_schedule_paper_values_and_variants():
+    # milestones given as fractions of the run (the notebook preset: 50 % / 80 %), floored, or as epochs
+    assert tiny("geclr", "pretrain.epochs=10").pretrain.milestones == (5, 8)
+    assert tiny("geclr", "pretrain.epochs=2").pretrain.milestones == (1,)
+    assert tiny("geclr", "pretrain.epochs=1").pretrain.milestones == ()
+    assert tiny("geclr", "pretrain.epochs=10", "pretrain.milestones=[3]").pretrain.milestones == (3,)
+    cage, geclr = load("paper"), load("paper", ["pretrain=paper:geclr"])
+    assert (cage.pretrain.epochs, cage.pretrain.milestones, cage.pretrain.contrast.queue_size) == (300, (150, 250), 2048)
+    assert cage.pretrain.model == AGCNConfig() and cage.pretrain.contrast.method == "cage"
+    assert (geclr.pretrain.epochs, geclr.pretrain.milestones) == (200, (100, 160))
+    config = cage.pretrain_config(0, "/tmp/x")
     assert config.model.widths[-1] == 256 and len(config.model.widths) == 10 and config.contrast.method == "cage"
-    assert cage.task_config().max_pretrain_windows is None  # 0 means every corpus window
-    assert wb.RunSettings(method="geclr", speed_up_rate=2).variant == "geclr"  # no ambiguity samples
-    assert wb.RunSettings(method="hsmb").variant == "hsmb"
-    assert wb.RunSettings(method="hsmb", speed_up_rate=8).variant == "hsmb (up r=8)"
-    assert wb.RunSettings(method="csmb", ambiguity_speed="down", speed_down_rate=0.1).variant == "csmb (down r=0.1)"
-    down = pretrain_config(wb.RunSettings(method="hsmb", ambiguity_speed="down", speed_down_rate=0.5), "x")
-    assert (down.contrast.ambiguity_speed, down.contrast.speed_down_rate) == ("down", 0.5)
-    assert wb.RunSettings(device="cuda").matches({**vars(wb.RunSettings()), "device": "cpu"})
-    assert not wb.RunSettings(seed=1).matches(vars(wb.RunSettings()))
-    with pytest.raises(ValueError, match="encoder"):
-        wb.RunSettings(encoder="huge")
+    assert config.run_dir == "/tmp/x" and config.seed == 0
+    assert cage.data.max_pretrain_windows == 0  # 0 means every corpus window
+    # variants are named by their grid; each is its own experiment
+    speed = load("reproduce/speed")
+    down = speed.cell("hsmb (down r=0.5)").pretrain_config(0, "x")
+    assert (down.contrast.method, down.contrast.ambiguity_speed, down.contrast.speed_down_rate) == ("hsmb", "down", 0.5)
+    up = speed.cell("hsmb (up r=8)").pretrain_config(0, "x")
+    assert (up.contrast.ambiguity_speed, up.contrast.speed_up_rate) == ("up", 8)
+    # the same run: the device does not matter, the seed does
+    assert wb.run_key(tiny("geclr", "pretrain.device=cuda"), 0) == wb.run_key(tiny(), 0)
+    assert wb.run_key(tiny(), 1) != wb.run_key(tiny(), 0)
+    with pytest.raises(ParameterError, match="'huge' is not a preset of AGCNConfig"):
+        tiny("geclr", "pretrain.model=huge")
 
 
 def test_dataset2_corpus_is_walking_only_and_the_task_is_unchanged():
-    other = emotion_data(TaskConfig(window=32, pretrain_stride=32, max_pretrain_windows=None), "other")
-    walking = emotion_data(TaskConfig(window=32, pretrain_stride=32, max_pretrain_windows=None), "dataset-2")
+    other = emotion_data(DataConfig(window=32, max_pretrain_windows=0), "other")
+    walking = emotion_data(DataConfig(window=32, max_pretrain_windows=0), "dataset-2")
     gs = embedded_set()
     # Task clips are excluded by group ("dataset-N/clip_id"): dataset-2 walks that share a clip id with a
     # dataset-1 task clip (walk_normal_001/002) stay in the corpus.
@@ -84,22 +100,25 @@ def test_dataset2_corpus_is_walking_only_and_the_task_is_unchanged():
 
 def test_pretrain_run_writes_a_run_that_is_found_again(outputs):
     (run,) = runs.list_runs(outputs)
-    for name in ("config.json", "metrics.jsonl", "checkpoint.pt", "workbench.json", "evaluation.json"):
+    for name in ("config.json", "metrics.jsonl", "checkpoint.pt", wb.EXPERIMENT_FILE, "evaluation.json"):
         assert (run.path / name).is_file(), name
     assert run.path.parent == outputs / "runs" and run.path.name.startswith("geclr-s0-")
     assert run.complete and run.method == "geclr" and run.seed == 0 and len(run.history) == 1
-    assert run.settings["window"] == 16 and run.task_config().window == 16 and run.encoder == "small"
-    paper_config = pretrain_config(wb.RunSettings.paper("cage"), "x").to_dict()
-    assert runs.Run(run.path, paper_config, None).encoder == "paper"  # inferred for runs without settings
-    saved = json.loads((run.path / "workbench.json").read_text())
-    assert saved["data"]["pretrain_windows"] == 32
+    assert run.variant == "geclr"  # made outside a grid: the variant is the method
+    assert run.experiment.data.window == 16 and run.data_config().window == 16 and run.encoder == "small"
+    assert run.experiment.pretrain.contrast.queue_size == 32 and run.record[1] == 0
+    paper_config = PretrainConfig.paper("cage").to_dict()
+    assert runs.Run(run.path, paper_config, None).encoder == "paper"  # inferred for runs without an experiment
+    saved = json.loads((run.path / wb.EXPERIMENT_FILE).read_text())
+    assert saved["data"]["pretrain_windows"] == 32 and saved["seed"] == 0 and saved["variant"] == "geclr"
     assert runs.latest_run(outputs, "geclr").path == run.path and runs.latest_run(outputs, "cage") is None
-    settings = wb.RunSettings(method="geclr", **TINY)
-    assert runs.ensure_run(settings, outputs, progress=False) == run.path  # found, not retrained
+    assert runs.ensure_run(tiny(), outputs, progress=False) == run.path  # found, not retrained
+    assert runs.ensure_run(tiny("geclr", "pretrain.device=auto"), outputs, progress=False) == run.path
+    assert runs.list_runs(outputs, experiment=tiny("geclr", "seeds=[1]")) == []  # another seed: another run
     assert runs.find_run("geclr", outputs) == run.path
     assert len(runs.list_runs(outputs)) == 1
-    with pytest.raises(ValueError, match="other settings"):
-        wb.pretrain_run(wb.RunSettings(method="geclr", **{**TINY, "seed": 3}), run_dir=run.path, progress=False)
+    with pytest.raises(ValueError, match="another experiment"):
+        wb.pretrain_run(tiny("geclr", "seeds=[3]"), run_dir=run.path, progress=False)
     table = runs.runs_table(outputs)
     assert "| geclr | 0 | 1/1 | small |" in table and "| linear |" in table
 
@@ -120,23 +139,37 @@ def test_discovery_skips_unfinished_runs_and_foreign_json(outputs, tmp_path):
 
 
 def test_ensure_run_trains_only_when_asked(tmp_path, capsys):
-    settings = wb.RunSettings(method="asmb", **{**TINY, "seed": 2})
+    exp = tiny("asmb", "seeds=[2]")
     with pytest.raises(FileNotFoundError, match="03_pretrain"):
-        runs.ensure_run(settings, tmp_path, progress=False)
+        runs.ensure_run(exp, tmp_path, progress=False)
     with pytest.raises(FileNotFoundError, match="no complete 'asmb' run"):
         runs.find_run("asmb", tmp_path)
-    path = runs.ensure_run(settings, tmp_path, progress=False, train_if_missing=True)
+    path = runs.ensure_run(exp, tmp_path, progress=False, train_if_missing=True)
     assert "pretraining one now" in capsys.readouterr().out
     assert path.name.startswith("asmb-s2-") and runs.load_run(path).complete
-    assert runs.ensure_run(settings, tmp_path, progress=False) == path
+    assert runs.ensure_run(exp, tmp_path, progress=False) == path
     assert runs.find_run("asmb", tmp_path) == path
+
+
+def test_the_random_init_control_is_always_evaluated():
+    """The old ``baseline`` flag is gone: whatever the protocols, the last entry is the same encoder at its
+    random initialisation, read with the linear probe."""
+    for protocols in (["linear"], ["knn"], ["finetune", "semi-supervised"]):
+        jobs = ex.protocol_runs(tiny("geclr", f"protocols={json.dumps(protocols)}", "label_fractions=[0.2, 0.5]"))
+        assert jobs[-1] == (ex.RANDOM_INIT, "linear", 1.0)
+        assert [name for name, _, _ in jobs].count(ex.RANDOM_INIT) == 1
+    semi = ex.protocol_runs(tiny("geclr", 'protocols=["semi-supervised"]', "label_fractions=[0.2, 0.5]"))
+    assert semi == [("semi 20%", "semi-supervised", 0.2), ("semi 50%", "semi-supervised", 0.5),
+                    (ex.RANDOM_INIT, "linear", 1.0)]
 
 
 def test_evaluation_file_baselines_and_results_tables(outputs):
     (run,) = runs.list_runs(outputs)
     evaluation = json.loads((run.path / "evaluation.json").read_text())
     assert set(evaluation["results"]) == {"linear", ex.RANDOM_INIT, ex.MAJORITY}
-    data = emotion_data(run.task_config())
+    assert evaluation["settings"] == ex.evaluation_settings(tiny("geclr", *LINEAR_ONLY))
+    assert evaluation["settings"]["folds"] == 2 and evaluation["settings"]["linear"]["epochs"] == 5
+    data = emotion_data(run.data_config())
     folds = data.folds(2, 1, 0)
     for name, res in evaluation["results"].items():
         agg = res["aggregate"]

@@ -10,6 +10,7 @@ import torch
 
 from cagelib.methods import augment
 from cagelib.methods.cage import CAGE, CROSS_MODES, PRESETS, ContrastConfig
+from cagelib.typed import from_mapping
 from cagelib.coordinates import spherical_coordinates
 from cagelib.methods.losses import EMPTY, UNKNOWN, MemoryBank, info_nce, info_nce_logits
 from cagelib.methods.encoders import AGCN, AGCNConfig
@@ -166,7 +167,7 @@ def test_config_presets_and_overrides():
     assert custom.cross_coordinate == "symmetric" and custom.streams == ("cartesian", "spherical")
     for name in PRESETS:  # JSON round trip
         config = ContrastConfig.preset(name, ambiguity_enqueue=3)
-        assert ContrastConfig.from_dict(json.loads(json.dumps(dataclasses.asdict(config)))) == config
+        assert from_mapping(ContrastConfig, json.loads(json.dumps(dataclasses.asdict(config)))) == config
 
 
 @pytest.mark.parametrize("bad, match", [

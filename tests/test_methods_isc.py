@@ -190,9 +190,10 @@ def test_a_short_pretraining_with_health(tmp_path):
 
 
 def test_the_lab_maps_its_settings_to_iscs_optimizer_and_encoder_size():
-    from cagelib.lab.settings import RunSettings, pretrain_config
+    from cagelib.experiment import load
 
-    small = pretrain_config(RunSettings(method="isc", lr=0.1), "run")
+    small = load("notebook", ["pretrain.contrast.method=isc", "pretrain.lr=0.1"]).pretrain_config(0, "run")
     assert small.lr == pytest.approx(0.01) and small.options == ISCConfig()  # ISC's SGD lr: x0.1 of CAGE's scale
-    paper = pretrain_config(RunSettings.paper("isc"), "run")
+    paper = load("paper", ["pretrain=paper:isc"]).pretrain_config(0, "run")
     assert paper.options.gru_hidden == 1024 and (paper.epochs, paper.milestones) == (451, (351,))
+    assert paper.lr == pytest.approx(0.01)  # the paper's recipe is ISC's own lr: not scaled x0.1 again

@@ -99,12 +99,13 @@ def test_regular_install_carries_the_embedded_data(tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     count, where = run.stdout.split()
     assert int(count) == 819 and where == str(target / "cagelib" / "_data" / "bandai.npz")
-    # the notebooks travel too: `python -m cagelib.lab.reproduce` finds them in the installed package
+    # the notebooks and the presets travel too: `python -m cagelib reproduce` finds them in the installed package
     shipped = sorted(p.name for p in (target / "cagelib" / "_notebooks").glob("*.ipynb"))
     assert shipped == sorted(p.name for p in (ROOT / "notebooks").glob("*.ipynb"))
     code = ("from cagelib.lab import reproduce as r; print(r.notebooks_dir()); "
-            "assert r.notebook_defaults('03_pretrain')['method']; "
-            "from cagelib.lab.settings import resolve_path; print(resolve_path('outputs/reproduce'))")
+            "from cagelib.experiment import load, preset_names; "
+            "assert 'reproduce/paper' in preset_names() and load('reproduce/small').variants; "
+            "from cagelib.lab.workbench import resolve_path; print(resolve_path('outputs/reproduce'))")
     run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
                          timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]
@@ -123,8 +124,10 @@ def test_an_installation_without_notebooks_says_how_to_get_them(monkeypatch, tmp
     message = str(err.value)
     assert str(tmp_path / "site-packages" / "notebooks") in message and "_notebooks" in message
     assert "pip install -e" in message and "pip install ." in message
+    from cagelib import cli
+
     with pytest.raises(SystemExit):
-        reproduce.main(["--out", str(tmp_path / "out")])
+        cli.main(["reproduce", f"out={tmp_path / 'out'}"])
     assert not (tmp_path / "out").exists()
 
 

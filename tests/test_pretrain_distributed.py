@@ -181,9 +181,15 @@ def test_without_process_group_is_single_process_pretraining(tmp_path):
 
 
 def test_command_line_single_process(tmp_path, capsys):
-    D.main(["--data", "synthetic:16,16", "--model", "small", "--epochs", "1", "--batch-size", "8",
-            "--queue-size", "16", "--device", "cpu", "--run-dir", str(tmp_path / "run")])
+    """``python -m cagelib pretrain --data ...``: the DDP entry point, here one process (no torchrun)."""
+    from cagelib import cli
+
+    cli.main(["pretrain", "--config", "notebook", "--data", "synthetic:16,16", "pretrain.epochs=1",
+              "pretrain.batch_size=8", "pretrain.contrast.queue_size=16", "--device", "cpu",
+              "--run-dir", str(tmp_path / "run")])
     assert (tmp_path / "run" / "checkpoint.pt").exists()
     assert "done:" in capsys.readouterr().out
-    with pytest.raises(ValueError, match="not an existing .npy"):
-        D.main(["--data", str(tmp_path / "missing.npy"), "--device", "cpu", "--run-dir", str(tmp_path / "x")])
+    with pytest.raises(SystemExit):
+        cli.main(["pretrain", "--data", str(tmp_path / "missing.npy"), "--device", "cpu",
+                  "--run-dir", str(tmp_path / "x")])
+    assert "not an existing .npy" in capsys.readouterr().err and not (tmp_path / "x").exists()

@@ -12,6 +12,7 @@ import torch
 from cagelib.methods.cage import ContrastConfig
 from cagelib.methods.encoders import AGCNConfig
 from cagelib.pretrain.checkpoint import load_encoder, load_pretrained
+from cagelib.pretrain.logger import tensorboard_available
 from cagelib.pretrain.loop import PretrainConfig, epoch_seed, pretrain, train_step
 
 TINY = AGCNConfig.small(widths=(32, 64), strides=(1, 2))
@@ -43,7 +44,8 @@ def test_pretrain_writes_config_metrics_and_checkpoint(tmp_path):
     result = pretrain(config, gaits(), callback=lambda epoch, metrics: seen.append((epoch, metrics["loss"])))
     run = result.run_dir
     assert sorted(p.name for p in run.iterdir()) == ["checkpoint.pt", "config.json", "health_init.json",
-                                                       "metrics.jsonl"]  # no temp files
+                                                       "metrics.jsonl", "provenance.json"] + (
+        ["tensorboard"] if tensorboard_available() else [])  # no temp files; event files where installed
     assert PretrainConfig.from_dict(json.loads((run / "config.json").read_text())) == config
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [m["epoch"] for m in lines] == [1, 2] and lines == result.history

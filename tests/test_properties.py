@@ -25,7 +25,7 @@ from cagelib.data.egait import load_egait
 from cagelib.data.gaps import apply_nan_policy
 from cagelib.errors import CagelibError, DivergedError, NonFiniteError
 from cagelib.evaluate.classifier import fit_classifier
-from cagelib.evaluate.protocols import knn_eval
+from cagelib.evaluate.protocols import EvalConfig, knn_eval
 
 EXAMPLES = 200
 PROPERTY = settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
@@ -305,13 +305,15 @@ def test_knn_predicts_valid_classes_or_names_the_bad_window(train, test, k, temp
         test = np.resize(test, (test.shape[0], train.shape[1]))
     train_y, test_y = np.arange(len(train)) % 3, np.arange(len(test)) % 3
     try:
-        result = knn_eval(None, train, train_y, test, test_y, k=k, temperature=temperature, num_classes=3)
+        result = knn_eval(None, train, train_y, test, test_y, temperature=temperature,
+                          config=EvalConfig.paper("knn", knn_k=k, device="cpu"), num_classes=3)
     except NonFiniteError as error:
         assert str(error).startswith(("train_x: window", "test_x: window")), str(error)
         event("raised NonFiniteError")
         return
     event("predicted")
     assert np.isfinite(result.top1) and 0 <= result.top1 <= 100 and np.array(result.confusion).sum() == len(test)
+    assert result.config["knn_k"] == k and result.config.get("k_used", k) == min(k, len(train))
 
 
 @PROPERTY

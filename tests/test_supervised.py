@@ -1,14 +1,16 @@
-"""The supervised reference: its documented recipe, and a short run that learns an easy task."""
+"""The supervised reference: its documented recipe (``EvalConfig.paper("supervised")``), and a short run that
+learns an easy task."""
 from __future__ import annotations
 
 from dataclasses import asdict
 
 import numpy as np
 import pytest
+import torch
 
 from cagelib.data.synthetic import synthetic_gaits
 from cagelib.evaluate.protocols import EvalConfig, supervised_baseline
-from cagelib.evaluate.supervised import SupervisedConfig, supervised_reference
+from cagelib.evaluate.supervised import supervised_reference
 from cagelib.methods.encoders import AGCN, AGCNConfig
 from cagelib.skeleton import UP_AXIS
 
@@ -26,14 +28,16 @@ def easy_task(n: int = 48, frames: int = 16):
     return x, y, groups
 
 
-def test_documented_defaults():
-    c = SupervisedConfig()
-    assert (c.epochs, c.lr, c.weight_decay, c.batch_size) == (60, 1e-3, 1e-4, 32)
+def test_documented_recipe():
+    c = EvalConfig.paper("supervised")
+    assert (c.protocol, c.optimizer, c.epochs, c.lr, c.milestones, c.weight_decay, c.batch_size, c.val_fraction) == (
+        "supervised", "adam", 60, 1e-3, (), 1e-4, 32, 0.0)
+    assert (c.input_transform, c.eval_batch_size, c.seed, c.device) == ("cartesian", 256, 0, "auto")  # the defaults
 
 
 def test_a_few_epochs_learn_an_easy_task_and_are_seeded():
     x, y, groups = easy_task()
-    config = SupervisedConfig(epochs=8, device="cpu", batch_size=16)
+    config = EvalConfig.paper("supervised", epochs=8, device="cpu", batch_size=16)
     r = supervised_reference(make_encoder, x, y, x, y, config, test_groups=groups)
     assert r.protocol == "supervised" and len(r.train_loss) == 8 and r.selected_epoch == 8
     assert r.train_loss[-1] < 0.5 * r.train_loss[0]
@@ -45,9 +49,32 @@ def test_a_few_epochs_learn_an_easy_task_and_are_seeded():
 
 def test_supervised_baseline_defaults_to_the_supervised_recipe():
     x, y, _ = easy_task(12, 8)
-    r = supervised_baseline(make_encoder, x, y, x, y)  # no config: SupervisedConfig()
-    assert len(r.train_loss) == 60 and r.config["lr"] == 1e-3
-    old = supervised_baseline(make_encoder, x, y, x, y, EvalConfig.paper("supervised", device="cpu", epochs=2))
-    assert len(old.train_loss) == 2 and old.config["optimizer"] == "sgd"  # an EvalConfig keeps its own recipe
-    with pytest.raises(ValueError, match="augmentation"):
-        supervised_baseline(make_encoder, x, y, x, y, augment=lambda b, g: b)
+    r = supervised_baseline(make_encoder, x, y, x, y)  # no config: EvalConfig.paper("supervised")
+    assert len(r.train_loss) == 60 and r.config == asdict(EvalConfig.paper("supervised"))
+    sgd = EvalConfig.paper("supervised", optimizer="sgd", lr=0.001, epochs=2, milestones=(1,), device="cpu")
+    given = supervised_baseline(make_encoder, x, y, x, y, sgd)  # an EvalConfig is used as given
+    assert len(given.train_loss) == 2 and given.config == asdict(sgd) and given.protocol == "supervised"
+    other = supervised_baseline(make_encoder, x, y, x, y, EvalConfig.paper("finetune", epochs=1, device="cpu"))
+    assert other.protocol == other.config["protocol"] == "supervised"  # trained from scratch, whatever the recipe
+
+
+def test_supervised_baseline_augments_training_batches_only():
+    x, y, _ = easy_task(12, 8)
+    seen = []
+
+    def augment(batch, generator):
+        seen.append(tuple(batch.shape))
+        return batch + 0.01 * torch.randn(batch.shape, generator=generator, device=batch.device)
+
+    config = EvalConfig.paper("supervised", epochs=2, batch_size=4, device="cpu")
+    supervised_baseline(make_encoder, x, y, x, y, config, augment=augment)
+    assert seen == [(4, 8, 16, 3)] * 6  # 2 epochs x 3 batches of 4; prediction is not augmented
+
+
+def test_a_validation_split_selects_the_epoch():
+    x, y, groups = easy_task(24, 8)
+    config = EvalConfig.paper("supervised", epochs=3, batch_size=8, device="cpu", val_fraction=0.25)
+    r = supervised_reference(make_encoder, x, y, x, y, config, train_groups=groups)
+    assert len(r.val_accuracy) == 3 and r.selected_epoch in (1, 2, 3) and r.n_train < 24
+    with pytest.raises(TypeError, match="supervised_reference needs a factory"):
+        supervised_reference(make_encoder(), x, y, x, y, config)

@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+from cagelib import cli
 from cagelib.errors import CagelibError, CheckpointError
 from cagelib.lab import your_gait as yg
-from cagelib.lab.settings import RunSettings, pretrain_run
+from cagelib.experiment import load
+from cagelib.lab.workbench import pretrain_run
 
 PARENTS = {"Hips": None, "Spine": "Hips", "Neck": "Spine", "Head": "Neck",
            "UpperArm_L": "Spine", "LowerArm_L": "UpperArm_L", "Hand_L": "LowerArm_L",
@@ -55,14 +57,15 @@ def bandai_bvh(positions: np.ndarray, fps: float = 30.0) -> str:
 def run_dir(tmp_path_factory):
     torch.set_num_threads(1)
     outputs = tmp_path_factory.mktemp("outputs")
-    run = pretrain_run(RunSettings(epochs=1, max_pretrain_windows=64), outputs=outputs, progress=False).run_dir
+    exp = load("notebook", ["pretrain.epochs=1", "data.max_pretrain_windows=64"])
+    run = pretrain_run(exp, outputs=outputs, progress=False).run_dir
     yg.train_probe(run, epochs=20)
     return run
 
 
 def test_array_gives_one_probability_row_per_window(run_dir, clip):
     window_probs, clip_probs, names = yg.predict_gait(run_dir, clip)
-    stride, window = 8, 32  # RunSettings(): windows of 32 frames, task stride window // 4
+    stride, window = 8, 32  # the notebook preset: windows of 32 frames, task stride window // 4
     assert window_probs.shape == (len(range(0, len(clip) - window + 1, stride)), 4)
     np.testing.assert_allclose(window_probs.sum(axis=1), 1.0, atol=1e-9)
     np.testing.assert_allclose(clip_probs, window_probs.mean(axis=0))
@@ -124,7 +127,7 @@ def test_a_missing_or_stale_probe_says_how_to_fit_it(run_dir, tmp_path):
 
 def test_command_line_prints_the_table(run_dir, clip, tmp_path, capsys):
     np.save(tmp_path / "walk.npy", clip)
-    yg.main([str(run_dir), str(tmp_path / "walk.npy")])
+    assert cli.main(["your-gait", str(run_dir), str(tmp_path / "walk.npy")]) == 0
     out = capsys.readouterr().out
     assert "start (s)" in out and "top class" in out and "angry" in out
     assert out.strip().splitlines()[-1].split()[0] == "clip"

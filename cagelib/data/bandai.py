@@ -60,7 +60,7 @@ def embedded_path() -> Path:
     raise FileNotFoundError(
         f"no embedded data file: looked for {PACKAGED_PATH} (installed package) and {EMBEDDED_PATH} "
         "(repository checkout). Reinstall the package from the repository (`pip install .` copies data/bandai.npz "
-        "into it) or rebuild the file with `python -m cagelib.data.build` (needs the Bandai BVH release; "
+        "into it) or rebuild the file with `python -m cagelib data` (needs the Bandai BVH release; "
         "see data/README.md)"
     )
 FORMAT = "cagelib-compact-1"
@@ -235,7 +235,7 @@ def load_embedded(path: str | Path | None = None) -> GaitSet:
     path = embedded_path() if path is None else Path(path)
     if not path.is_file():
         raise FileNotFoundError(
-            f"{path}: no embedded data file. Rebuild it with `python -m cagelib.data.build` "
+            f"{path}: no embedded data file. Rebuild it with `python -m cagelib data` "
             "(needs the Bandai BVH release; see data/README.md)"
         )
     return load_compact(path)

@@ -1,6 +1,6 @@
 """Build the embedded data set (``data/bandai.npz``) from the Bandai BVH release.
 
-    python -m cagelib.data.build [--source ../shared/data/bandai-motion] [--out data/bandai.npz]
+    python -m cagelib data [--source ../shared/data/bandai-motion] [--out data/bandai.npz]
 
 converts every dataset-1 clip and the dataset-2 walking clips (``bandai.EMBEDDED_CONTENTS``) into one
 compact ``.npz``; ``cagelib.data.load_embedded()`` turns it back into a float32 ``GaitSet`` in metres.
@@ -36,7 +36,7 @@ def build(source: str | Path = DEFAULT_SOURCE, out: str | Path = EMBEDDED_PATH,
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m cagelib.data.build", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m cagelib data", description=__doc__.split("\n\n")[0])
     parser.add_argument("--source", default=str(DEFAULT_SOURCE),
                         help="the Bandai release folder holding dataset-1/ and dataset-2/ "
                              "(default: shared/data/bandai-motion)")
@@ -49,7 +49,3 @@ def main(argv: list[str] | None = None) -> None:
     report = build(args.source, args.out, args.quantum, progress=not args.quiet)
     for key, value in report.items():
         print(f"{key}: {value}")
-
-
-if __name__ == "__main__":
-    main()

@@ -2,7 +2,7 @@
 
 The paper processes each gait "according to ISC" and zero-pads it to 250 frames. ISC inherits the
 view-invariant transform of Predict & Cluster (move the first frame's root to the origin, rotate the
-body to a canonical orientation). cagelib's version, each step a named option of ``PreprocessConfig``:
+body to a canonical orientation). cagelib's version, each step a named option of ``preprocess``:
 
 1. ``center_root``: subtract the root joint of the first frame (``center="first_frame"``, keeps the
    walking trajectory) or of every frame (``"per_frame"``, removes it; E-Gait files are stored that
@@ -20,7 +20,6 @@ frames at or after ``lengths`` are padding, stay zero and are ignored.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -32,12 +31,7 @@ CROP_MODES = ("start", "center")
 LEFT_HIP, RIGHT_HIP = JOINT_NAMES.index("left_hip"), JOINT_NAMES.index("right_hip")
 
 
-@dataclass
-class PreprocessConfig:
-    length: int = 250  # frames after padding / cropping (the paper: 250)
-    center: str = "first_frame"  # "first_frame", "per_frame" or "none" (see center_root)
-    view: bool = True  # rotate about y so that the first frame's hip line points along +x
-    crop: str = "start"  # which frames a longer clip keeps: "start" or "center"
+PAPER_LENGTH = 250  # frames per clip after padding / cropping (the paper)
 
 
 def _valid_mask(x: np.ndarray, lengths) -> np.ndarray | None:
@@ -101,22 +95,24 @@ def pad_or_crop(x: np.ndarray, length: int, lengths=None, crop: str = "start") -
     return out, new_lengths.copy()
 
 
-def preprocess(x: np.ndarray, lengths=None, config: PreprocessConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Centre, normalise the view and pad/crop: ``(..., T, V, 3)`` -> ``((..., length, V, 3), lengths)``."""
-    config = config or PreprocessConfig()
+def preprocess(x: np.ndarray, lengths=None, length: int = PAPER_LENGTH, center: str = "first_frame",
+               view: bool = True, crop: str = "start") -> tuple[np.ndarray, np.ndarray]:
+    """Centre the root (``center``: "first_frame", "per_frame" or "none", ``center_root``), rotate about the
+    up axis so that the first frame's hip line points along +x (``view``), pad or crop to ``length`` frames
+    keeping the start or the centre (``crop``): ``(..., T, V, 3)`` -> ``((..., length, V, 3), lengths)``."""
     x = np.asarray(x, dtype=np.float32)
     if not np.isfinite(x).all():
         raise ValueError("preprocess: input contains NaN or inf")
-    x = center_root(x, config.center, lengths)
-    if config.view:
+    x = center_root(x, center, lengths)
+    if view:
         x = normalize_view(x, lengths)
-    return pad_or_crop(x, config.length, lengths, config.crop)
+    return pad_or_crop(x, length, lengths, crop)
 
 
-def preprocess_gaitset(gs: GaitSet, config: PreprocessConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Every clip of ``gs`` preprocessed: ``(float32 (N, length, 16, 3), int64 lengths (N,))``."""
-    config = config or PreprocessConfig()
-    out = [preprocess(clip, None, config) for clip in gs.positions]
+def preprocess_gaitset(gs: GaitSet, length: int = PAPER_LENGTH) -> tuple[np.ndarray, np.ndarray]:
+    """Every clip of ``gs`` preprocessed as the paper's (``preprocess``): ``(float32 (N, length, 16, 3), int64
+    lengths (N,))``."""
+    out = [preprocess(clip, None, length) for clip in gs.positions]
     if not out:
-        return np.zeros((0, config.length, 16, 3), np.float32), np.zeros(0, np.int64)
+        return np.zeros((0, length, 16, 3), np.float32), np.zeros(0, np.int64)
     return np.stack([o[0] for o in out]), np.array([int(o[1]) for o in out], dtype=np.int64)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..skeleton import NUM_JOINTS, PARENTS
-from .tasks import emotion_task
+from .tasks import gait_task
 
 # offset of each joint from its parent in the rest pose (metres, y up, x = lateral, z = forward)
 _OFFSETS = np.array([
@@ -57,7 +57,7 @@ def load_sequences(spec: str, seed: int = 0) -> np.ndarray:
     """Sequences ``(N, T, 16, 3)`` from ``spec``: a ``.npy`` file, ``"embedded"`` (the demo's pretraining
     corpus of Bandai windows, ``cagelib.data.tasks``) or ``"synthetic:N,T"`` (:func:`synthetic_gaits`)."""
     if spec == "embedded":
-        return emotion_task().pretrain_x
+        return gait_task().pretrain_x
     if spec.startswith("synthetic:"):
         try:
             n, frames = (int(v) for v in spec.split(":", 1)[1].split(","))

@@ -6,13 +6,13 @@ dataset-2 walking clips. Three downstream tasks (``TASK_NAMES``), windows of ``w
 
 - ``emotion4``: the dataset-1 locomotion clips (``EMOTION_CONTENTS``) whose style is an emotion
   (neutral, happy, sad, angry; 4 x 7 = 28 clips, 309 windows). cagelib's default experiment (``make
-  demo``, the notebooks, ``cagelib.lab.reproduce``).
+  demo``, the notebooks, ``python -m cagelib reproduce``).
 - ``style15``: the dataset-1 locomotion clips, all 15 styles (15 x 7 = 105 clips, 1,161 windows); labels
   are the style names in alphabetical order.
 - ``walkstyle7``: the dataset-2 walking clips (walk, walk-turn-left, walk-turn-right), 7 styles (645
   clips, 7,529 windows); labels are the style names in alphabetical order.
 
-**Pretraining corpus** (self-supervised, labels unused; ``TaskConfig.corpus``, one of ``CORPORA``):
+**Pretraining corpus** (self-supervised, labels unused; ``DataConfig.corpus``, one of ``CORPORA``):
 
 - ``"other"`` (default): every clip outside the task's *clip family*. emotion4 and style15 share a
   family, the 105 dataset-1 locomotion clips, so ONE pretraining serves both and never sees a clip of
@@ -26,7 +26,7 @@ straddle a split.
 
 Every window is preprocessed like the paper's data ("according to ISC": root of the first frame at the
 origin, view normalised about the up axis, ``cagelib.data.preprocess``), then converted to
-``TaskConfig.representation`` (``cagelib.representation``); corpus and task share the representation.
+``DataConfig.representation`` (``cagelib.representation``); corpus and task share the representation.
 ``GaitTask.x_first_frame`` keeps the first-frame-centred windows for the hand-crafted features.
 
 Caveat (SPEC): each Bandai style was recorded within one take group, so style and performer are
@@ -35,14 +35,14 @@ confounded: a style or emotion probe on this data may partly recognise the perfo
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from ..representation import DEFAULT_REPRESENTATION, REPRESENTATIONS, to_representation
 from .bandai import DATASET2_WALKING, EMOTION_CONTENTS, EMOTION_STYLES, load_embedded
 from .gaitset import GaitSet
-from .preprocess import PreprocessConfig, preprocess
+from .preprocess import preprocess
 from .splits import repeated_grouped_kfold
 from .windows import cut_windows
 
@@ -52,25 +52,37 @@ EMOTION_ORDER = ("normal", "happy", "sad", "angry")  # Bandai style of emotion l
 
 
 @dataclass
-class TaskConfig:
-    task: str = "emotion4"  # one of TASK_NAMES
+class DataConfig:
+    """The data of an experiment: which labelled tasks, their windows, the pretraining corpus."""
+
+    tasks: tuple = ("emotion4",)  # labelled tasks, each of TASK_NAMES (one pretraining corpus per family)
     representation: str = DEFAULT_REPRESENTATION  # input representation (cagelib.representation)
     window: int = 48  # frames per window (1.6 s at 30 fps)
-    stride: int = 12  # stride between task windows
-    pretrain_stride: int = 48  # stride between pretraining windows
-    max_pretrain_windows: int | None = 1024  # seeded random subset of the corpus for CPU runs; None = all
-    center: str = "first_frame"  # root centring before the representation (cagelib.data.preprocess.center_root)
-    view: bool = True  # rotate each window to a canonical facing direction
+    stride: int = 0  # frames between the starts of two task windows of a clip; 0 = window // 4
+    task_strides: dict = field(default_factory=dict)  # per-task exceptions to stride, e.g. {"walkstyle7": 48}
+    pretrain_stride: int = 0  # frames between the starts of two corpus windows; 0 = window (no overlap)
+    max_pretrain_windows: int = 1024  # seeded random subset of the corpus (CPU runs); 0 = every window
     seed: int = 0  # seeds the corpus subset
     corpus: str = "other"  # which clips pretraining may see (module docstring, CORPORA)
 
     def __post_init__(self) -> None:
-        if self.task not in TASK_NAMES:
-            raise ValueError(f"task must be one of {TASK_NAMES}, got {self.task!r}")
+        self.tasks = (self.tasks,) if isinstance(self.tasks, str) else tuple(self.tasks)
+        unknown = [t for t in (*self.tasks, *self.task_strides) if t not in TASK_NAMES]
+        if not self.tasks or unknown:
+            raise ValueError(f"DataConfig: tasks must be one or more of {TASK_NAMES}, got {unknown or 'none'}")
         if self.representation not in REPRESENTATIONS:
-            raise ValueError(f"representation must be one of {REPRESENTATIONS}, got {self.representation!r}")
+            raise ValueError(f"DataConfig: representation must be one of {REPRESENTATIONS}, got {self.representation!r}")
         if self.corpus not in CORPORA:
-            raise ValueError(f"corpus must be one of {CORPORA}, got {self.corpus!r}")
+            raise ValueError(f"DataConfig: corpus must be one of {CORPORA}, got {self.corpus!r}")
+        if self.window < 9 or min(self.stride, self.pretrain_stride, self.max_pretrain_windows) < 0:
+            raise ValueError("DataConfig: need window >= 9 frames, stride, pretrain_stride, max_pretrain_windows >= 0")
+
+    def task_stride(self, task: str) -> int:
+        """Frames between task windows of ``task``: its ``task_strides`` entry, else ``stride``, else window // 4."""
+        return self.task_strides.get(task) or self.stride or max(1, self.window // 4)
+
+    def corpus_stride(self) -> int:
+        return self.pretrain_stride or self.window
 
 
 @dataclass
@@ -118,9 +130,6 @@ class GaitTask:
                               for n, k, c in zip(self.label_names, clips, counts)}}
 
 
-EmotionTask = GaitTask  # the former name (emotion4 only), kept for the lab layer and notebooks
-
-
 def _require_meta(gs: GaitSet) -> None:
     for key in ("dataset", "content", "style", "group", "clip_id"):
         if key not in gs.meta:
@@ -154,50 +163,47 @@ def task_clips(task: str, gs: GaitSet) -> tuple[np.ndarray, np.ndarray, tuple]:
     return idx, labels, names
 
 
-def corpus_clips(config: TaskConfig, gs: GaitSet) -> np.ndarray:
-    """Clip indices into ``gs`` of the pretraining corpus of ``config.task`` (``config.corpus``)."""
-    keep = ~np.isin(gs.meta["group"], gs.meta["group"][task_family(config.task, gs)])
+def corpus_clips(config: DataConfig, gs: GaitSet, task: str) -> np.ndarray:
+    """Clip indices into ``gs`` of the pretraining corpus of ``task`` (``config.corpus``)."""
+    keep = ~np.isin(gs.meta["group"], gs.meta["group"][task_family(task, gs)])
     if config.corpus == "dataset-2":
         keep &= (gs.meta["dataset"] == "dataset-2") & np.isin(gs.meta["content"], list(DATASET2_WALKING))
     idx = np.flatnonzero(keep)
     if len(idx) == 0:
-        raise ValueError(f"gait_task: corpus {config.corpus!r} of task {config.task!r} has no clip")
+        raise ValueError(f"gait_task: corpus {config.corpus!r} of task {task!r} has no clip")
     return idx
 
 
-def preprocess_windows(x: np.ndarray, lengths: np.ndarray, config: TaskConfig) -> np.ndarray:
+def preprocess_windows(x: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """Centre and view-normalise windows ``(M, T, 16, 3)`` (the first_frame representation); padding stays zero."""
-    out, _ = preprocess(x, lengths, PreprocessConfig(length=config.window, center=config.center, view=config.view))
+    out, _ = preprocess(x, lengths, length=x.shape[-3])
     return out
 
 
-def gait_task(config: TaskConfig | None = None, gs: GaitSet | None = None) -> GaitTask:
-    """Build ``config.task`` and its pretraining corpus from ``gs`` (default: the embedded set)."""
-    config = config or TaskConfig()
+def gait_task(config: DataConfig | None = None, gs: GaitSet | None = None, task: str | None = None) -> GaitTask:
+    """Build ``task`` (default: the first of ``config.tasks``) and its pretraining corpus from ``gs`` (default:
+    the embedded set)."""
+    config = config or DataConfig()
     gs = gs if gs is not None else load_embedded()
-    idx, labels, names = task_clips(config.task, gs)
+    task = task or config.tasks[0]
+    idx, labels, names = task_clips(task, gs)
     clips = gs.subset(idx)
 
-    corpus = gs.subset(corpus_clips(config, gs))
-    w = cut_windows(corpus, config.window, config.pretrain_stride)
+    corpus = gs.subset(corpus_clips(config, gs, task))
+    w = cut_windows(corpus, config.window, config.corpus_stride())
     keep = np.arange(len(w))
-    if config.max_pretrain_windows is not None and len(w) > config.max_pretrain_windows:
+    if config.max_pretrain_windows and len(w) > config.max_pretrain_windows:
         keep = np.sort(np.random.default_rng(config.seed).choice(len(w), config.max_pretrain_windows, replace=False))
-    pretrain_x = to_representation(preprocess_windows(w.x[keep], w.lengths[keep], config), config.representation,
+    pretrain_x = to_representation(preprocess_windows(w.x[keep], w.lengths[keep]), config.representation,
                                    gs.fps, w.lengths[keep])
 
-    t = cut_windows(clips, config.window, config.stride)
-    first = preprocess_windows(t.x, t.lengths, config)  # (n, T, 16, 3)
+    t = cut_windows(clips, config.window, config.task_stride(task))
+    first = preprocess_windows(t.x, t.lengths)  # (n, T, 16, 3)
     x = first if config.representation == "first_frame" else to_representation(
         first, config.representation, gs.fps, t.lengths)
     return GaitTask(pretrain_x, x, labels[t.clip_index], t.clip_index.astype(np.int64), t.lengths.astype(np.int64),
-                    names, np.asarray(clips.meta["clip_id"]), np.asarray(clips.meta["group"]), config.task,
+                    names, np.asarray(clips.meta["clip_id"]), np.asarray(clips.meta["group"]), task,
                     config.representation, first, float(gs.fps), config.corpus)
-
-
-def emotion_task(gs: GaitSet | None = None, config: TaskConfig | None = None) -> GaitTask:
-    """The former entry point: ``gait_task(config, gs)``; ``TaskConfig()``'s task is emotion4."""
-    return gait_task(config, gs)
 
 
 @functools.lru_cache(maxsize=1)
@@ -206,12 +212,12 @@ def embedded_set():
     return load_embedded()
 
 
-def emotion_data(task: TaskConfig | None = None, corpus: str | None = None) -> GaitTask:
+def emotion_data(config: DataConfig | None = None, corpus: str | None = None) -> GaitTask:
     """``gait_task`` on the embedded set (loaded once per process); ``corpus`` (one of ``CORPORA``)
-    overrides ``task.corpus``."""
-    task = task or TaskConfig()
+    overrides ``config.corpus``."""
+    config = config or DataConfig()
     if corpus is not None:
         if corpus not in CORPORA:
             raise ValueError(f"corpus must be one of {CORPORA}, got {corpus!r}")
-        task = replace(task, corpus=corpus)
-    return gait_task(task, embedded_set())
+        config = replace(config, corpus=corpus)
+    return gait_task(config, embedded_set())

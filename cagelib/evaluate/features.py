@@ -14,14 +14,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..coordinates import spherical_coordinates
+from ..coordinates import DEFAULT_PHI_MODE, spherical_coordinates
 from ..device import module_device, resolve_device
 from ..errors import CagelibError, NonFiniteError
 
 INPUT_TRANSFORMS = ("cartesian", "spherical")
 
 
-def make_input_transform(name: str, phi_mode: str = "unwrapped") -> Callable[[torch.Tensor], torch.Tensor] | None:
+def make_input_transform(name: str, phi_mode: str = DEFAULT_PHI_MODE) -> Callable[[torch.Tensor], torch.Tensor] | None:
     """The input an encoder stream expects: ``"cartesian"`` (identity, returns None) or ``"spherical"``.
 
     A spherical-stream encoder (C3L) was pretrained on ``cagelib.coordinates.spherical_coordinates``
@@ -42,7 +42,7 @@ class TwoStreamEncoder(nn.Module):
     ``input_transform="cartesian"``.
     """
 
-    def __init__(self, cartesian: nn.Module, spherical: nn.Module, phi_mode: str = "unwrapped"):
+    def __init__(self, cartesian: nn.Module, spherical: nn.Module, phi_mode: str = DEFAULT_PHI_MODE):
         super().__init__()
         self.cartesian, self.spherical, self.phi_mode = cartesian, spherical, phi_mode
         if hasattr(cartesian, "out_dim") and hasattr(spherical, "out_dim"):
@@ -228,7 +228,7 @@ def knn_predict(
     train_labels: torch.Tensor,
     test_features: torch.Tensor,
     num_classes: int,
-    k: int = 20,
+    k: int,
     temperature: float | None = 0.07,
     batch_size: int = 1024,
 ) -> torch.Tensor:
@@ -236,8 +236,8 @@ def knn_predict(
 
     ``temperature`` set: each of the k neighbours votes with weight ``exp(sim / temperature)``
     (the instance-discrimination k-NN monitor). ``None``: plain majority, ties broken by the summed
-    similarity of the tied classes. ``k`` must be >= 1; above the training set's size it is clamped to
-    it (``check_k``).
+    similarity of the tied classes. ``k`` (no default: the caller's setting, e.g. ``EvalConfig.knn_k``)
+    must be >= 1; above the training set's size it is clamped to it (``check_k``).
     """
     check_finite_rows(train_features, "train features")
     check_finite_rows(test_features, "test features")

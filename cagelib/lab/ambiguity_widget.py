@@ -16,18 +16,20 @@ from typing import Sequence
 
 import numpy as np
 
-from ..data.tasks import TaskConfig, emotion_data
+from ..data.tasks import DataConfig, emotion_data
+from ..methods.augment import SPEED_DOWN_RATE, SPEED_UP_RATE
+from ..methods.body_augment import DEFAULT_VIEWS
 from ..methods.body_augment import VIEWS as VIEW_TRANSFORMS
-from .player import DEFAULT_VIEWS, SkeletonPlayer, ambiguity_views
+from .player import SkeletonPlayer, ambiguity_views
 
 PARAMETERS = ("views", "seed", "speed_up_rate", "speed_down_rate", "shear_amplitude", "shear_joint_fraction")
 
 
-def emotion_samples(window: int = 48, per_class: int | None = None) -> tuple[list[np.ndarray], list[str]]:
+def emotion_samples(window: int, per_class: int | None = None) -> tuple[list[np.ndarray], list[str]]:
     """One window (the first, preprocessed as for training) of each emotion-task clip, named
     ``"<emotion>: <clip id>"``, sorted by emotion, walks first (four short ``neutral`` clips of 20-31
     frames come last); ``per_class`` keeps the first few clips of each class."""
-    data = emotion_data(TaskConfig(window=window, stride=window, max_pretrain_windows=1))
+    data = emotion_data(DataConfig(window=window, stride=window, max_pretrain_windows=1))
     first = np.unique(data.groups, return_index=True)[1]  # first window of each clip
     valid = np.any(data.x.reshape(len(data.x), window, -1) != 0, axis=2).sum(axis=1)  # (n,) frames before padding
     clip = lambda i: str(data.clip_names[data.groups[i]])  # noqa: E731
@@ -39,7 +41,7 @@ def emotion_samples(window: int = 48, per_class: int | None = None) -> tuple[lis
 
 
 def ambiguity_browser(samples: Sequence[np.ndarray], names: Sequence[str] | None = None, seed: int = 0,
-                      speed_up_rate: int = 4, speed_down_rate: float = 0.3, shear_amplitude: float = 0.5,
+                      speed_up_rate: int = SPEED_UP_RATE, speed_down_rate: float = SPEED_DOWN_RATE, shear_amplitude: float = 0.5,
                       shear_joint_fraction: float = 0.5, views: str = DEFAULT_VIEWS, fps: float = 30.0,
                       **render_kwargs) -> SkeletonPlayer:
     """Figure 3 player over ``samples`` (each ``(T, 16, 3)``, root-relative windows as pretraining sees them),

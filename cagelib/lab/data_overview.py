@@ -13,7 +13,7 @@ from ..data import GaitSet, cut_windows, emotion_clips, load_egait
 from ..data.bandai import embedded_path
 from ..data.tasks import embedded_set
 from ..skeleton import EDGES, JOINT_NAMES, bone_lengths
-from .settings import repo_root, resolve_path
+from .workbench import repo_root, resolve_path
 
 
 def datasets_present(egait_features: str | os.PathLike = "data/features.h5",
@@ -55,7 +55,7 @@ def _row(name: str, path: Path, gs: GaitSet) -> dict:
             "labelled": len(gs) - s["labels"]["unlabelled"]}
 
 
-def class_counts(gs: GaitSet, window: int = 48, stride: int = 12) -> list[dict]:
+def class_counts(gs: GaitSet, window: int, stride: int) -> list[dict]:
     """Per label (and unlabelled): clips, frames, median clip length and windows of ``window`` frames."""
     w = cut_windows(gs, window, stride)
     rows = []
@@ -70,7 +70,7 @@ def class_counts(gs: GaitSet, window: int = 48, stride: int = 12) -> list[dict]:
     return rows
 
 
-def emotion_task_counts(gs: GaitSet, window: int = 48, stride: int = 12) -> list[dict]:
+def emotion_task_counts(gs: GaitSet, window: int, stride: int) -> list[dict]:
     """``class_counts`` of the emotion task (dataset-1 locomotion clips with an emotion label)."""
     return class_counts(emotion_clips(gs), window, stride)
 

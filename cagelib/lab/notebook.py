@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
 import nbformat
@@ -67,7 +66,7 @@ def strip_notebook(path: str | os.PathLike) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cagelib.lab.notebook", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m cagelib", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     strip = sub.add_parser("strip", help="remove outputs and widget state from notebooks")
     strip.add_argument("notebooks", nargs="+")
@@ -87,9 +86,5 @@ def main(argv: list[str] | None = None) -> int:
         elif strip_notebook(name):
             print(f"stripped {name}")
     for name in dirty:
-        print(f"{name}: holds outputs or widget state (run: python -m cagelib.lab.notebook strip {name})")
+        print(f"{name}: holds outputs or widget state (run: python -m cagelib strip {name})")
     return 1 if dirty else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

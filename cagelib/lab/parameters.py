@@ -1,5 +1,8 @@
 """Every notebook's parameters, declared and checked in one place, before the notebook writes anything.
 
+The experiment notebooks (03 and 04) take a preset and dotted overrides (``cagelib.experiment``), which the
+experiment tree checks itself (``load``); the others take their own few parameters, declared here.
+
 papermill injects parameters as a cell after a notebook's ``parameters`` cell; by itself it accepts any
 type (``epochs="3"`` later fails with ``'<' not supported``), checks no range (``epochs=2.5`` fails only
 after ``config.json`` is written), and only logs a misspelt name (``epoch=300``) while the notebook
@@ -21,19 +24,19 @@ from __future__ import annotations
 import ast
 import difflib
 import math
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from ..data.tasks import CORPORA
 from ..errors import ParameterError
-from ..evaluate.protocols import FOLD_PROTOCOLS
+from ..experiment import preset_names, settings_help
 from ..methods.body_augment import VIEWS
 from ..methods.registry import available_methods
-from ..representation import REPRESENTATIONS
-from .evaluation import STREAM_CHOICES as STREAMS
-from .settings import ENCODERS
-from .skeleton_plots import VIEWS as PLOT_VIEWS
+from .skeleton_plots import CAMERAS
 
+STREAMS = ("auto", "cartesian", "spherical", "both")  # the encoder read (Experiment.stream)
+
+RENAMED = {"02_ambiguity_samples": {"view": "camera"}}  # parameters renamed so that each name has one meaning
 INJECTED_HEADER = "# Parameters"  # first line of papermill's injected-parameters cell (Python kernels)
 
 
@@ -81,19 +84,10 @@ NOTEBOOK_PARAMETERS: dict[str, dict[str, Param]] = {
     "02_ambiguity_samples": {
         "window": Int(2), "per_class": Int(1, 7), "seed": SEED, "speed_up_rate": Int(choices=(2, 4, 8)),
         "speed_down_rate": Float(0.05, 1.0), "shear_amplitude": Float(0.0, 1.0), "views": Str(VIEWS),
-        "view": Str(PLOT_VIEWS), "figure_sample": Int(0), "figure_frames": List(int, low=0), "figures_dir": PATH},
-    "03_pretrain": {
-        "method": METHOD, "epochs": Int(1), "milestones": List(int, low=1), "batch_size": Int(2),
-        "lr": Float(0.0, low_open=True), "momentum": Float(0.0, 1.0), "queue_size": Int(1),
-        "encoder": Str(ENCODERS), "window": Int(9), "max_pretrain_windows": Int(0), "corpus": Str(CORPORA),
-        "ambiguity_speed": Str(("up", "down")), "speed_up_rate": Int(1), "speed_down_rate": Float(0.0, 1.0, True),
-        "seed": SEED, "device": DEVICE, "fast": BOOL, "representation": Str(REPRESENTATIONS),
-        "views": Str(VIEWS), "threads": THREADS, "run_dir": PATH, "outputs": PATH},
-    "04_evaluate": {
-        "run_dir": PATH, "method": METHOD, "protocols": List(str, choices=FOLD_PROTOCOLS), "folds": Int(2, 7),
-        "repeats": Int(1), "linear_epochs": Int(1), "finetune_epochs": Int(1),
-        "label_fractions": List(float, low=0.0, high=1.0, low_open=True), "baseline": BOOL, "stream": Str(STREAMS),
-        "seed": SEED, "device": DEVICE, "threads": THREADS, "outputs": PATH},
+        "camera": Str(CAMERAS), "figure_sample": Int(0), "figure_frames": List(int, low=0), "figures_dir": PATH},
+    "03_pretrain": {"preset": Str(), "overrides": List(str), "variant": Str(), "run_dir": PATH, "threads": THREADS,
+                    "outputs": PATH},
+    "04_evaluate": {"preset": Str(), "overrides": List(str), "run_dir": PATH, "threads": THREADS, "outputs": PATH},
     "05_tsne": {
         "run_dirs": List(str), "methods": List(str, choices=available_methods), "stream": Str(STREAMS),
         "perplexity": Float(0.0, low_open=True), "seed": SEED, "device": DEVICE, "threads": THREADS,
@@ -106,18 +100,15 @@ NOTEBOOK_PARAMETERS: dict[str, dict[str, Param]] = {
 
 def _cross_checks(notebook: str, v: Mapping[str, Any]) -> tuple[str, str] | None:
     """``(parameter, problem)`` for a combination the single-parameter checks cannot see, else None."""
-    if notebook == "03_pretrain":
-        late = [m for m in v["milestones"] if m >= v["epochs"]]
-        if late:
-            return "milestones", f"must be below epochs ({v['epochs']}), got {late}"
+    if "preset" in v and v["preset"] not in preset_names() and not (
+            v["preset"].endswith(".toml") and Path(v["preset"]).is_file()):
+        return "preset", f"must be one of {', '.join(preset_names())} or a .toml file, got {v['preset']!r}"
     if notebook == "02_ambiguity_samples":
         late = [t for t in v["figure_frames"] if t >= v["window"]]
         if late:
             return "figure_frames", f"must be below window ({v['window']}), got {late}"
         if v["figure_sample"] >= 4 * v["per_class"]:
             return "figure_sample", f"must be below 4 x per_class = {4 * v['per_class']}, got {v['figure_sample']}"
-    if notebook == "04_evaluate" and not v["protocols"]:
-        return "protocols", f"must name at least one of {FOLD_PROTOCOLS}"
     return None
 
 
@@ -210,6 +201,13 @@ def check_parameters(notebook: str, namespace: Mapping[str, Any]) -> dict[str, A
         if name not in declared:
             close = difflib.get_close_matches(name, list(declared), n=1)
             hint = (f"did you mean {close[0]!r}? " if close else "") + f"its parameters: {', '.join(declared)}"
+            if name in RENAMED.get(notebook, {}):
+                hint = f"it is called {RENAMED[notebook][name]!r} now"
+            setting = [k for k, _, _ in settings_help() if k == name or k.endswith("." + name)]
+            if "overrides" in declared and setting:  # a setting of the experiment, given the old way
+                value = namespace[name]
+                hint = (f"a setting of the experiment is an override: overrides=[\"{setting[0]}={value!r}\"]"
+                        + (f" (or {', '.join(setting[1:3])})" if len(setting) > 1 else ""))
             raise ParameterError(notebook, f"parameter {name!r}", "is not a parameter of this notebook", hint)
     values = {}
     for name, p in declared.items():

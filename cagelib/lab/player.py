@@ -21,15 +21,12 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from ..methods.augment import Shear, SpeedDown, SpeedUp, make_generator
-from ..methods.body_augment import BodyFrame, contrastive_views
-from ..methods.cage import ContrastConfig
+from ..methods.augment import SPEED_DOWN_RATE, SPEED_UP_RATE, Shear, SpeedDown, SpeedUp, make_generator
+from ..methods.body_augment import DEFAULT_VIEWS, BodyFrame, contrastive_views
 from ..representation import DEFAULT_REPRESENTATION
-from .settings import core_default
-from .skeleton_plots import (SIDE_COLORS, VIEWS, bone_segments, draw_skeleton, follow_root_track, joint_points,
+from .skeleton_plots import (CAMERAS, SIDE_COLORS, bone_segments, draw_skeleton, follow_root_track, joint_points,
                              new_axes, sequence_length, set_limits, skeleton_limits)
 
-DEFAULT_VIEWS = core_default(ContrastConfig, "views")  # the contrastive views pretraining uses by default
 
 ENDED_MODES = ("hold", "hide")
 GRID_STEP = 0.5  # metres between the ticks (and grid lines) of a 3-D panel
@@ -58,7 +55,7 @@ def _set_line_data(line, coords: tuple[np.ndarray, ...]) -> None:
 class SkeletonRenderer:
     """One matplotlib Figure with a panel per sequence; ``update(t)`` moves the artists to frame ``t``."""
 
-    def __init__(self, sequences, titles: Sequence[str] | None = None, view: str = "3d",
+    def __init__(self, sequences, titles: Sequence[str] | None = None, camera: str = "3d",
                  shared_limits: bool = True, follow_root: bool = True, ended: str = "hold",
                  panel_size: float = 3.8, dpi: int = 80, elev: float = 15.0, azim: float = -70.0):
         from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -66,15 +63,16 @@ class SkeletonRenderer:
         from matplotlib.lines import Line2D
         from matplotlib.ticker import FuncFormatter, MultipleLocator
 
-        if view not in VIEWS or ended not in ENDED_MODES:
-            raise ValueError(f"view must be one of {VIEWS} and ended one of {ENDED_MODES}, got {view!r}, {ended!r}")
+        if camera not in CAMERAS or ended not in ENDED_MODES:
+            raise ValueError(f"camera must be one of {CAMERAS} and ended one of {ENDED_MODES}, "
+                             f"got {camera!r}, {ended!r}")
         self.sequences = _as_sequences(sequences)
         if follow_root:
             self.sequences = [follow_root_track(s) for s in self.sequences]
         self.titles = list(titles) if titles is not None else [f"sequence {i}" for i in range(len(self.sequences))]
         if len(self.titles) != len(self.sequences):
             raise ValueError(f"{len(self.titles)} titles for {len(self.sequences)} sequences")
-        self.view, self.ended, self.dpi = view, ended, dpi
+        self.camera, self.ended, self.dpi = camera, ended, dpi
         self.lengths = [max(sequence_length(s), 1) for s in self.sequences]
         self.num_frames = max(self.lengths)
         # Limits once, over every valid frame: the camera never moves during playback.
@@ -87,11 +85,11 @@ class SkeletonRenderer:
         FigureCanvasAgg(self.figure)
         self.panels = []
         for i, (seq, lim) in enumerate(zip(self.sequences, self.limits)):
-            ax = new_axes(view, self.figure, (rows, cols, i + 1), elev=elev, azim=azim)
-            artists = draw_skeleton(ax, seq[0], view)
-            set_limits(ax, lim, view)
+            ax = new_axes(camera, self.figure, (rows, cols, i + 1), elev=elev, azim=azim)
+            artists = draw_skeleton(ax, seq[0], camera)
+            set_limits(ax, lim, camera)
             relative = " (root-rel.)" if follow_root else ""
-            if view == "3d":  # ticks every GRID_STEP m, labelled in metres; the plotted y axis is -z (plot_axes)
+            if camera == "3d":  # ticks every GRID_STEP m, labelled in metres; the plotted y axis is -z (plot_axes)
                 for axis in (ax.xaxis, ax.yaxis, ax.zaxis):
                     axis.set_major_locator(MultipleLocator(GRID_STEP))
                 ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.1f}"))
@@ -103,21 +101,21 @@ class SkeletonRenderer:
                 ax.set_zlabel("y, up (m)", fontsize=8, labelpad=0)
                 ax.set_box_aspect((1, 1, 1), zoom=0.95)
             else:
-                h, v = (("x" if view == "front" else "z"), "y")
+                h, v = (("x" if camera == "front" else "z"), "y")
                 ax.set_xlabel(f"{h}{' (root-relative)' if follow_root else ''} (m)", fontsize=9)
                 ax.set_ylabel(f"{v}, up (m)", fontsize=9)
                 ax.tick_params(labelsize=8)
             self.panels.append(artists)
         # the key of the bone colours: which side is the performer's own left (not the viewer's)
         handles = [Line2D([], [], color=SIDE_COLORS[side], linewidth=2.5, label=label) for side, label in SIDE_KEY]
-        note = (f"ticks every {GRID_STEP:g} m" if view == "3d" else "metres") + (
+        note = (f"ticks every {GRID_STEP:g} m" if camera == "3d" else "metres") + (
             "; root-relative: the camera follows the walker" if follow_root else "")
         width, height = self.figure.get_figwidth(), self.figure.get_figheight()  # inches
         ncol = 3 if width >= 6.5 else 1  # a single narrow panel stacks the key
         key = 0.25 + 0.22 * (3 // ncol)  # inches of the key (its title and rows)
         self.figure.legend(handles=handles, loc="lower center", ncol=ncol, fontsize=9, frameon=False,
                            bbox_to_anchor=(0.5, 0.04 / height), title=note, title_fontsize=8)
-        if view == "3d":
+        if camera == "3d":
             self.figure.subplots_adjust(left=0.02, right=0.98, bottom=(key + 0.15) / height, top=0.9,
                                         wspace=0.15, hspace=0.3)
         else:  # room for the x label and its tick labels above the key
@@ -132,9 +130,9 @@ class SkeletonRenderer:
         for seq, length, title, artists in zip(self.sequences, self.lengths, self.titles, self.panels):
             ended = t >= length
             frame = seq[min(t, length - 1)]  # (16, 3)
-            for line, seg in zip(artists["bones"], bone_segments(frame, self.view)):
+            for line, seg in zip(artists["bones"], bone_segments(frame, self.camera)):
                 _set_line_data(line, seg)
-            _set_line_data(artists["joints"], joint_points(frame, self.view))
+            _set_line_data(artists["joints"], joint_points(frame, self.camera))
             visible = not (ended and self.ended == "hide")
             for artist in artists["bones"] + [artists["joints"]]:
                 artist.set_visible(visible)
@@ -156,7 +154,7 @@ def render_frame(sequences, titles: Sequence[str] | None = None, frame_index: in
                  **kwargs):
     """Several skeletons ``[(T_i, 16, 3)]`` side by side at ``frame_index``: a new matplotlib Figure, with
     ``title`` above the panels' own titles (room is made for it). ``kwargs`` go to :class:`SkeletonRenderer`
-    (view, shared_limits, follow_root, ended, ...)."""
+    (camera, shared_limits, follow_root, ended, ...)."""
     figure = SkeletonRenderer(sequences, titles, **kwargs).update(frame_index)
     if title:
         height = figure.get_figheight()  # inches
@@ -258,7 +256,8 @@ class SkeletonPlayer:
         return self.widget._repr_mimebundle_(**kwargs)
 
 
-def ambiguity_views(x: np.ndarray, seed: int = 0, speed_up_rate: int = 4, speed_down_rate: float = 0.3,
+def ambiguity_views(x: np.ndarray, seed: int = 0, speed_up_rate: int = SPEED_UP_RATE,
+                    speed_down_rate: float = SPEED_DOWN_RATE,
                     shear_amplitude: float = 0.5, shear_joint_fraction: float = 0.5, views: str = DEFAULT_VIEWS,
                     representation: str = DEFAULT_REPRESENTATION) -> tuple[list[np.ndarray], list[str]]:
     """Paper Figure 3: one gait ``(T, 16, 3)`` in ``representation`` as the original, two contrastive views,
@@ -281,7 +280,8 @@ def ambiguity_views(x: np.ndarray, seed: int = 0, speed_up_rate: int = 4, speed_
     return sequences, titles
 
 
-def ambiguity_player(x: np.ndarray, seed: int = 0, speed_up_rate: int = 4, speed_down_rate: float = 0.3,
+def ambiguity_player(x: np.ndarray, seed: int = 0, speed_up_rate: int = SPEED_UP_RATE,
+                     speed_down_rate: float = SPEED_DOWN_RATE,
                      shear_amplitude: float = 0.5, views: str = DEFAULT_VIEWS, fps: float = 30.0,
                      **render_kwargs) -> SkeletonPlayer:
     """Figure 3 as a player; seed, speed-up rate, speed-down rate and shear amplitude are widgets.

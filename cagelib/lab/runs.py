@@ -1,9 +1,10 @@
 """Pretraining runs under ``outputs/``: find them (any depth: notebook runs, ``make demo`` runs,
-``cagelib.lab.reproduce`` grids), read their settings, loss history and evaluation; ``find_run`` pretrains
+``python -m cagelib reproduce`` grids), read their experiment, loss history and evaluation; ``find_run`` pretrains
 one when none fits only when asked (``train_if_missing=True``, as notebooks 04 and 05 do on a fresh clone).
 
 A run folder holds ``config.json``, ``metrics.jsonl``, ``checkpoint.pt`` (``cagelib.pretrain``), and when
-made by the workbench ``workbench.json`` (its ``RunSettings``) and, once evaluated, ``evaluation.json``
+made by the workbench ``experiment.json`` (its experiment tree, seed and variant; ``workbench.json`` before the
+tree) and, once evaluated, ``evaluation.json``
 (``cagelib.lab.evaluation``). Runs are listed newest first (by the time their files were last written).
 """
 from __future__ import annotations
@@ -13,11 +14,12 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..data.tasks import TaskConfig
+from ..data.tasks import DataConfig
+from ..experiment import Experiment, load
 from ..methods.encoders import AGCNConfig
 from ..pretrain.config import PretrainConfig, check_config_types
-from .settings import (EVALUATION_FILE, SETTINGS_FILE, RunSettings, outputs_dir, pretrain_run, read_json,
-                       read_settings, resolve_path)
+from .workbench import (EVALUATION_FILE, outputs_dir, pretrain_run, read_json, resolve_path, run_experiment,
+                        run_key)
 from .tables import results_table
 
 
@@ -27,7 +29,7 @@ class Run:
 
     path: Path  # the run folder
     config: dict  # config.json (cagelib.pretrain.config.PretrainConfig as a dict)
-    settings: dict | None  # workbench.json's RunSettings; None for runs made elsewhere (e.g. make demo)
+    record: tuple | None  # (Experiment, seed, variant) of experiment.json; None for runs made outside the workbench
     history: list = field(default_factory=list, repr=False)  # metrics.jsonl, one dict per epoch
     evaluation: dict | None = field(default=None, repr=False)  # evaluation.json (cagelib.lab.evaluation)
 
@@ -36,13 +38,17 @@ class Run:
         return self.config["contrast"]["method"]
 
     @property
+    def experiment(self) -> Experiment | None:
+        return self.record[0] if self.record else None
+
+    @property
     def variant(self) -> str:
-        """``RunSettings.variant`` (method and non-default ambiguity speed); the method for other runs."""
-        return RunSettings.from_dict(self.settings).variant if self.settings else self.method
+        """The variant the run was made as (a grid's variant name, else its method)."""
+        return self.record[2] if self.record else self.method
 
     @property
     def encoder(self) -> str:
-        """``"small"`` / ``"paper"`` (the A-GCN sizes of ``RunSettings``) or ``"custom"``."""
+        """``"small"`` / ``"paper"`` (``AGCNConfig.small()`` / ``.paper()``) or ``"custom"``."""
         model = AGCNConfig(**self.config["model"])
         return next((name for name, ref in (("small", AGCNConfig.small()), ("paper", AGCNConfig()))
                      if asdict(ref) == asdict(model)), "custom")
@@ -60,9 +66,9 @@ class Run:
         return max((self.path / n).stat().st_mtime for n in ("config.json", "metrics.jsonl", "checkpoint.pt")
                    if (self.path / n).exists())
 
-    def task_config(self) -> TaskConfig:
-        """The windows the run was pretrained on (``TaskConfig()`` for a run without workbench.json)."""
-        return RunSettings.from_dict(self.settings).task_config() if self.settings else TaskConfig()
+    def data_config(self) -> DataConfig:
+        """The data the run was pretrained on (``DataConfig()`` for a run without experiment.json)."""
+        return self.experiment.data if self.record else DataConfig()
 
     def row(self, outputs: Path | None = None) -> dict:
         """A summary row: name, method, seed, epochs, encoder, final loss and evaluated top-1 (mean over folds)."""
@@ -85,11 +91,11 @@ def load_run(path: str | os.PathLike) -> Run:
         raise FileNotFoundError(not_a_run_message(path))
     metrics = path / "metrics.jsonl"
     history = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()] if metrics.is_file() else []
-    settings = read_settings(path / SETTINGS_FILE) if (path / SETTINGS_FILE).is_file() else None
+    record = run_experiment(path)
     evaluation = read_json(path / EVALUATION_FILE) if (path / EVALUATION_FILE).is_file() else None
     config = read_json(path / "config.json")
     check_config_types(PretrainConfig, config, path / "config.json")
-    return Run(path, config, settings, history, evaluation)
+    return Run(path, config, record, history, evaluation)
 
 
 def run_folders_below(path: Path, limit: int = 20) -> list[Path]:
@@ -114,8 +120,10 @@ def not_a_run_message(path: Path) -> str:
 
 
 def list_runs(outputs: str | os.PathLike | None = "", method: str | None = None, complete: bool | None = None,
-              settings: RunSettings | None = None) -> list[Run]:
-    """Runs under ``outputs`` (any depth), newest first; filtered by method, completeness and settings."""
+              experiment: Experiment | None = None, seed: int | None = None) -> list[Run]:
+    """Runs under ``outputs`` (any depth), newest first; filtered by method, completeness and by being a run of
+    ``experiment`` with ``seed`` (its first seed by default)."""
+    key = run_key(experiment, experiment.seeds[0] if seed is None else seed) if experiment is not None else None
     root = outputs_dir(outputs)
     runs = []
     for config in sorted(root.rglob("config.json")) if root.is_dir() else []:
@@ -128,50 +136,52 @@ def list_runs(outputs: str | os.PathLike | None = "", method: str | None = None,
             continue
         if complete is not None and run.complete != complete:
             continue
-        if settings is not None and not (run.settings and settings.matches(run.settings)):
+        if key is not None and not (run.record and run_key(run.record[0], run.record[1]) == key):
             continue
         runs.append(run)
     return sorted(runs, key=lambda r: r.modified, reverse=True)
 
 
 def latest_run(outputs: str | os.PathLike | None = "", method: str | None = None,
-               settings: RunSettings | None = None) -> Run | None:
-    """The newest complete run (of ``method``, or with exactly ``settings``), or None."""
-    runs = list_runs(outputs, method, complete=True, settings=settings)
+               experiment: Experiment | None = None) -> Run | None:
+    """The newest complete run (of ``method``, or of ``experiment``'s first seed), or None."""
+    runs = list_runs(outputs, method, complete=True, experiment=experiment)
     return runs[0] if runs else None
 
 
-def ensure_run(settings: RunSettings, outputs: str | os.PathLike | None = "", progress: bool = True,
+def ensure_run(experiment: Experiment, outputs: str | os.PathLike | None = "", progress: bool = True,
                train_if_missing: bool = False) -> Path:
-    """The newest complete run with ``settings``. Without one: a FileNotFoundError saying how to make it,
-    or, with ``train_if_missing=True``, it is pretrained first (printed, so a notebook shows it)."""
-    found = latest_run(outputs, settings=settings)
+    """The newest complete run of ``experiment`` (its first seed). Without one: a FileNotFoundError saying how
+    to make it, or, with ``train_if_missing=True``, it is pretrained first (printed, so a notebook shows it)."""
+    found = latest_run(outputs, experiment=experiment)
     if found is not None:
         return found.path
+    shown = f"preset {experiment.name!r} with overrides {list(experiment.overrides)}"
     if not train_if_missing:
-        raise FileNotFoundError(f"no complete run with {settings} under {outputs_dir(outputs)}: run notebook "
-                                "03_pretrain with these settings, or pass train_if_missing=True")
-    print(f"No complete run with these settings under {outputs_dir(outputs)}: pretraining one now ({settings})")
-    return pretrain_run(settings, outputs=outputs, progress=progress).run_dir
+        raise FileNotFoundError(f"no complete run of {shown} under {outputs_dir(outputs)}: run notebook "
+                                "03_pretrain with them, or pass train_if_missing=True")
+    print(f"No complete run of {shown} under {outputs_dir(outputs)}: pretraining one now")
+    return pretrain_run(experiment, outputs=outputs, progress=progress).run_dir
 
 
 def find_run(method: str, outputs: str | os.PathLike | None = "", device: str = "auto", progress: bool = True,
              train_if_missing: bool = False) -> Path:
     """The newest complete run of ``method`` (any settings). Without one: a FileNotFoundError naming the
-    missing run and how to make it, or, with ``train_if_missing=True``, a default-sized ``RunSettings``
-    run is pretrained first and says so (notebooks 04 and 05 pass it, so they run on a fresh clone)."""
+    missing run and how to make it, or, with ``train_if_missing=True``, a run of the ``notebook`` preset
+    with that method is pretrained first and says so (notebooks 04 and 05 pass it, so they run on a fresh clone)."""
     found = latest_run(outputs, method)
     if found is not None:
         return found.path
     if not train_if_missing:
         raise FileNotFoundError(f"no complete {method!r} run under {outputs_dir(outputs)}: run notebook 03_pretrain "
                                 f"with method={method!r}, or pass train_if_missing=True")
-    settings = RunSettings(method=method, device=device)
+    exp = load("notebook", {"pretrain.contrast.method": method, "pretrain.device": device}, source="find_run")
     print(f"No complete {method!r} run under {outputs_dir(outputs)}: this notebook needs one, so it pretrains a "
-          f"default-sized {method!r} run now ({settings.epochs} epochs of the small encoder on at most "
-          f"{settings.max_pretrain_windows} windows, seconds to a minute on a CPU). For a longer run, use notebook "
-          f"03_pretrain with method={method!r}, then rerun this notebook; it picks the newest complete run.")
-    return pretrain_run(settings, outputs=outputs, progress=progress).run_dir
+          f"{method!r} run of the notebook preset now ({exp.pretrain.epochs} epochs of the small encoder on at most "
+          f"{exp.data.max_pretrain_windows} windows, seconds to a minute on a CPU). For a longer run, use notebook "
+          f"03_pretrain with overrides such as pretrain.contrast.method={method}, then rerun this notebook; it "
+          "picks the newest complete run.")
+    return pretrain_run(exp, outputs=outputs, progress=progress).run_dir
 
 
 def runs_table(outputs: str | os.PathLike | None = "", method: str | None = None) -> str:

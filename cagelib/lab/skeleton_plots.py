@@ -21,8 +21,8 @@ from ..skeleton import EDGES, JOINT_NAMES, LEFT_RIGHT_PAIRS, UP_AXIS
 LEFT_JOINTS = frozenset(left for left, _ in LEFT_RIGHT_PAIRS)
 RIGHT_JOINTS = frozenset(right for _, right in LEFT_RIGHT_PAIRS)
 SIDE_COLORS = {"left": "#1f77b4", "right": "#d62728", "centre": "#404040"}  # matplotlib and plotly
-VIEWS = ("3d", "front", "side")
-# 2-D views: (horizontal data axis, vertical data axis). Front looks along z, side along x.
+CAMERAS = ("3d", "front", "side")  # the camera direction of a drawing (not the contrastive views)
+# 2-D cameras: (horizontal data axis, vertical data axis). Front looks along z, side along x.
 _PLANES = {"front": (0, UP_AXIS), "side": (2, UP_AXIS)}
 
 
@@ -61,15 +61,15 @@ def skeleton_limits(sequences: Sequence[np.ndarray], margin: float = 0.05) -> np
     return np.stack([centre - half, centre + half], axis=1)
 
 
-def new_axes(view: str = "3d", fig=None, position: Any = 111, elev: float = 15.0, azim: float = -70.0):
-    """An axes for ``view`` on ``fig`` (a new pyplot-free Figure when None)."""
+def new_axes(camera: str = "3d", fig=None, position: Any = 111, elev: float = 15.0, azim: float = -70.0):
+    """An axes for ``camera`` on ``fig`` (a new pyplot-free Figure when None)."""
     from matplotlib.figure import Figure
 
-    if view not in VIEWS:
-        raise ValueError(f"view must be one of {VIEWS}, got {view!r}")
+    if camera not in CAMERAS:
+        raise ValueError(f"camera must be one of {CAMERAS}, got {camera!r}")
     fig = fig if fig is not None else Figure(figsize=(4, 4))
     pos = position if isinstance(position, tuple) else (position,)
-    if view == "3d":
+    if camera == "3d":
         ax = fig.add_subplot(*pos, projection="3d")
         ax.view_init(elev=elev, azim=azim)
     else:
@@ -78,61 +78,61 @@ def new_axes(view: str = "3d", fig=None, position: Any = 111, elev: float = 15.0
     return ax
 
 
-def set_limits(ax, limits: np.ndarray, view: str = "3d") -> None:
+def set_limits(ax, limits: np.ndarray, camera: str = "3d") -> None:
     """Apply data-coordinate limits ``(3, 2)`` to an axes drawn with :func:`draw_skeleton`."""
     limits = np.asarray(limits)
-    if view == "3d":
+    if camera == "3d":
         ax.set_xlim(*limits[0])
         ax.set_ylim(-limits[2, 1], -limits[2, 0])  # plotted y = -z
         ax.set_zlim(*limits[UP_AXIS])
         ax.set_box_aspect((1, 1, 1))
     else:
-        h, v = _PLANES[view]
+        h, v = _PLANES[camera]
         ax.set_xlim(*limits[h])
         ax.set_ylim(*limits[v])
 
 
-def bone_segments(frame: np.ndarray, view: str = "3d") -> list[tuple[np.ndarray, ...]]:
+def bone_segments(frame: np.ndarray, camera: str = "3d") -> list[tuple[np.ndarray, ...]]:
     """Per bone in ``EDGES``, the plotted coordinates of its two ends: ``(xs, ys)`` or ``(xs, ys, zs)``."""
     frame = np.asarray(frame, dtype=np.float64)
-    if view == "3d":
+    if camera == "3d":
         p = plot_axes(frame)  # (V, 3)
         return [tuple(p[[a, b], i] for i in range(3)) for a, b in EDGES]
-    h, v = _PLANES[view]
+    h, v = _PLANES[camera]
     return [(frame[[a, b], h], frame[[a, b], v]) for a, b in EDGES]
 
 
-def joint_points(frame: np.ndarray, view: str = "3d") -> tuple[np.ndarray, ...]:
+def joint_points(frame: np.ndarray, camera: str = "3d") -> tuple[np.ndarray, ...]:
     """Plotted coordinates of all joints, ``(xs, ys[, zs])``."""
     frame = np.asarray(frame, dtype=np.float64)
-    if view == "3d":
+    if camera == "3d":
         p = plot_axes(frame)
         return p[:, 0], p[:, 1], p[:, 2]
-    h, v = _PLANES[view]
+    h, v = _PLANES[camera]
     return frame[:, h], frame[:, v]
 
 
-def draw_skeleton(ax, frame: np.ndarray, view: str | None = None, linewidth: float = 2.5,
+def draw_skeleton(ax, frame: np.ndarray, camera: str | None = None, linewidth: float = 2.5,
                   joint_size: float = 3.0, colors: Mapping[str, str] | None = None, alpha: float = 1.0):
     """Draw one pose ``(16, 3)``; returns ``{"axes", "bones": [Line2D per edge], "joints": Line2D}``.
 
-    ``ax=None`` creates a Figure and axes; ``view`` defaults to the axes' kind ("3d" or "front").
+    ``ax=None`` creates a Figure and axes; ``camera`` defaults to the axes' kind ("3d" or "front").
     Each bone line carries ``gid = "bone-<parent>-<child>"`` so it can be found and updated.
     """
     frame = np.asarray(frame)
     if frame.shape != (len(JOINT_NAMES), 3):
         raise ValueError(f"frame must have shape ({len(JOINT_NAMES)}, 3), got {frame.shape}")
     if ax is None:
-        ax = new_axes(view or "3d")
-    view = view or ("3d" if getattr(ax, "name", "") == "3d" else "front")
+        ax = new_axes(camera or "3d")
+    camera = camera or ("3d" if getattr(ax, "name", "") == "3d" else "front")
     colors = {**SIDE_COLORS, **(colors or {})}
     bones = []
-    for edge, seg in zip(EDGES, bone_segments(frame, view)):
+    for edge, seg in zip(EDGES, bone_segments(frame, camera)):
         (line,) = ax.plot(*seg, color=colors[bone_side(edge)], linewidth=linewidth, alpha=alpha,
                           solid_capstyle="round")
         line.set_gid(f"bone-{edge[0]}-{edge[1]}")
         bones.append(line)
-    (joints,) = ax.plot(*joint_points(frame, view), linestyle="none", marker="o", markersize=joint_size,
+    (joints,) = ax.plot(*joint_points(frame, camera), linestyle="none", marker="o", markersize=joint_size,
                         color=colors["centre"], alpha=alpha)
     joints.set_gid("joints")
     return {"axes": ax, "bones": bones, "joints": joints}
@@ -148,10 +148,11 @@ def follow_root_track(x: np.ndarray) -> np.ndarray:
 
 
 def skeleton_figure(x: np.ndarray, frames: Sequence[int] | None = None, num_frames: int = 6,
-                    view: str = "side", title: str | None = None, panel_size: float = 2.2,
+                    camera: str = "side", title: str | None = None, panel_size: float = 2.2,
                     follow_root: bool = True):
     """A strip of poses of one sequence ``(T, 16, 3)`` at ``frames`` (default: ``num_frames`` evenly
-    spaced valid frames), all with the same limits; ``follow_root`` centres each pose horizontally."""
+    spaced valid frames), all with the same limits and drawn from ``camera`` (one of ``CAMERAS``);
+    ``follow_root`` centres each pose horizontally."""
     from matplotlib.figure import Figure
 
     x = follow_root_track(x) if follow_root else np.asarray(x)
@@ -161,13 +162,13 @@ def skeleton_figure(x: np.ndarray, frames: Sequence[int] | None = None, num_fram
     fig = Figure(figsize=(panel_size * len(frames), panel_size * 1.2))
     limits = skeleton_limits([x])
     for i, t in enumerate(frames):
-        ax = new_axes(view, fig, (1, len(frames), i + 1))
-        draw_skeleton(ax, x[t], view)
-        set_limits(ax, limits, view)
+        ax = new_axes(camera, fig, (1, len(frames), i + 1))
+        draw_skeleton(ax, x[t], camera)
+        set_limits(ax, limits, camera)
         ax.set_title(f"frame {t}", fontsize=9)
-        if view != "3d" and i > 0:
+        if camera != "3d" and i > 0:
             ax.set_axis_off()
-        elif view != "3d":  # the first panel keeps a height scale in metres (the others share its limits)
+        elif camera != "3d":  # the first panel keeps a height scale in metres (the others share its limits)
             for side in ("top", "right", "bottom"):
                 ax.spines[side].set_visible(False)
             ax.set_xticks([])

@@ -12,7 +12,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..atomic import atomic_write_text
-from .settings import resolve_path
+from .workbench import resolve_path
 
 
 def format_mean_std(mean: float, std: float | None, precision: int = 2) -> str:

@@ -1,7 +1,7 @@
 """A new person's gait: a saved run's encoder plus a linear emotion probe -> class probabilities over time.
 
-    python -m cagelib.lab.your_gait RUN_DIR walk.bvh [--joint-map map.json] [--scale 0.01]
-    python -m cagelib.lab.your_gait RUN_DIR walk.npy [--fps 30]
+    python -m cagelib your-gait RUN_DIR walk.bvh [--joint-map map.json] [--scale 0.01]
+    python -m cagelib your-gait RUN_DIR walk.npy [--fps 30]
 
 ``RUN_DIR`` is ONE pretraining run folder (it holds ``config.json`` and ``checkpoint.pt``), e.g.
 ``outputs/demo/seed0/pretrain_emotion4+style15`` after ``make demo`` or ``outputs/runs/<name>`` after
@@ -54,7 +54,7 @@ import torch
 from ..atomic import atomic_path, atomic_write_json
 from ..data.bvh import BANDAI_JOINT_MAP, CENTIMETRES_TO_METRES, read_bvh, read_joint_map
 from ..data.gaitset import GaitSet
-from ..data.tasks import TaskConfig, emotion_data, preprocess_windows
+from ..data.tasks import emotion_data, preprocess_windows
 from ..data.windows import cut_windows
 from ..device import resolve_device
 from ..errors import CagelibError, CheckpointError, DataFileError, check_finite, format_message
@@ -67,7 +67,7 @@ from ..representation import to_representation
 from ..skeleton import NUM_JOINTS
 from .evaluation import run_encoder
 from .runs import load_run
-from .settings import lr_milestones, read_json, resolve_path
+from .workbench import read_json, resolve_path
 
 PROBE_WEIGHTS, PROBE_FILE = "probe.pt", "probe.json"
 DEFAULT_FPS = 30.0  # Bandai's frame rate: the default for arrays without one
@@ -157,7 +157,7 @@ def recording_windows(positions: np.ndarray, window: int, stride: int, represent
     ``representation`` and their first frames ``(W,)`` (a clip shorter than ``window``: one padded window)."""
     clip = GaitSet([positions], np.array([-1]), (), fps=fps)
     w = cut_windows(clip, window, stride)  # x: (W, window, 16, 3)
-    first = preprocess_windows(w.x, w.lengths, TaskConfig(window=window))  # first-frame centred, view-normalised
+    first = preprocess_windows(w.x, w.lengths)  # first-frame centred, view-normalised
     return to_representation(first, representation, fps, w.lengths), w.start
 
 
@@ -184,7 +184,7 @@ def run_identity(run_dir) -> dict:
     return {"run_identity": config_identity(config), "checkpoint_sha256": digest.hexdigest()}
 
 
-def train_probe(run_dir, stream: str = "auto", epochs: int = 100, lr: float = PROBE_LR,
+def train_probe(run_dir, stream: str = "auto", epochs: int | None = None, lr: float = PROBE_LR,
                 weight_decay: float = PROBE_WEIGHT_DECAY, seed: int = 0, device: str = "auto") -> Path:
     """Fit the linear emotion probe on the run's frozen encoder (every emotion-task window, z-scored
     features; SGD as the paper's linear protocol, but ``lr`` 0.1 and weight decay: the paper's lr 30 is
@@ -193,19 +193,20 @@ def train_probe(run_dir, stream: str = "auto", epochs: int = 100, lr: float = PR
     run = load_run(run_dir)
     identity = run_identity(run.path)
     encoder, transform, stream = run_encoder(run.path, stream)
-    config = run.task_config()
-    data = emotion_data(config, (run.settings or {}).get("corpus", "other"))
+    config = run.data_config()
+    data = emotion_data(config)
     dev = resolve_device(device)
     features = extract_features(encoder.to(dev), data.x, 256, dev, make_input_transform(transform))  # (n, F)
     mean, std = features.mean(dim=0), features.std(dim=0).clamp_min(1e-6)  # (F,)
     z = ((features - mean) / std).to(dev)  # (n, F)
     y = torch.as_tensor(data.y, dtype=torch.long).to(dev)
-    linear = EvalConfig.paper("linear", epochs=epochs, milestones=lr_milestones(epochs, (0.5, 0.7)), seed=seed,
+    epochs = epochs or EvalConfig.paper("linear").epochs  # the paper's linear probe's 100
+    linear = EvalConfig.paper("linear", epochs=epochs, milestones=(0.5, 0.7), seed=seed,
                                lr=lr, weight_decay=weight_decay)
     generator = torch.Generator().manual_seed(seed)
     head = init_linear_head(z.shape[1], len(data.label_names), generator).to(dev)
     fit_classifier(head, z, y, epochs=linear.epochs, lr=linear.lr, milestones=linear.milestones,
-                   gamma=linear.gamma, optimizer=linear.optimizer, momentum=linear.momentum,
+                   gamma=linear.gamma, optimizer=linear.optimizer, momentum=linear.sgd_momentum,
                    weight_decay=linear.weight_decay, batch_size=linear.batch_size, generator=generator, device=dev)
     with torch.no_grad():
         train_top1 = float((head(z).argmax(dim=1) == y).float().mean())
@@ -216,7 +217,7 @@ def train_probe(run_dir, stream: str = "auto", epochs: int = 100, lr: float = PR
         torch.save(state, tmp)
     atomic_write_json(info_path, {
         "label_names": list(data.label_names), "representation": config.representation, "window": config.window,
-        "stride": config.stride, "fps": data.fps, "stream": stream, "input_transform": transform,
+        "stride": config.task_stride(data.name), "fps": data.fps, "stream": stream, "input_transform": transform,
         "pretrain_epochs": len(run.history), **identity,
         "probe_epochs": epochs, "lr": lr, "weight_decay": weight_decay, "seed": seed, "train_windows": len(data.y), "train_top1": train_top1})
     return info_path
@@ -349,7 +350,7 @@ def plot_probabilities(report: GaitReport, title: str = "class probabilities ove
 def build_parser() -> argparse.ArgumentParser:
     """The command line's options, each with its help sentence."""
     parser = argparse.ArgumentParser(
-        prog="python -m cagelib.lab.your_gait", description=__doc__.split("\n")[0],
+        prog="python -m cagelib your-gait", description=__doc__.split("\n")[0],
         epilog="RUN_DIR is one pretraining run folder, the one holding config.json and checkpoint.pt, e.g. "
                "outputs/demo/seed0/pretrain_emotion4+style15 (make demo) or outputs/runs/<name> (notebook 03); "
                "given a folder above runs (outputs/demo), the command lists the run folders below it.")
@@ -399,7 +400,3 @@ def _main(args) -> None:
     print(f"{args.recording}: {report.recorded_frames} frames at {rate}, "
           f"{len(report.window_starts)} windows of {report.window} frames")
     print(probabilities_table(report))
-
-
-if __name__ == "__main__":
-    main()

@@ -59,7 +59,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -120,12 +120,6 @@ class AimCLRConfig:
         """The code's NTU-60 settings: mining from epoch 150 (of 300)."""
         return cls(**{"mining_epoch": 150, **overrides})
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "AimCLRConfig":
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"AimCLRConfig: unknown fields {sorted(unknown)}")
-        return cls(**d)
 
 
 PAPER = dict(epochs=300, milestones=(250,), options=AimCLRConfig.paper())  # code: 300 epochs, lr x0.1 at 250
@@ -353,4 +347,4 @@ def _build(config) -> AimCLR:
     return AimCLR(config.options, config.contrast, lambda: AGCN(config.model), representation=config.representation)
 
 
-register("aimclr", _build, AimCLRConfig, PAPER, adapt)
+register("aimclr", _build, options=AimCLRConfig, paper=PAPER, adapt=adapt)

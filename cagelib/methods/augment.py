@@ -18,6 +18,8 @@ from typing import Callable, Iterable
 
 import torch
 
+SPEED_UP_RATE, SPEED_DOWN_RATE = 4, 0.3  # the ambiguity transform's r (paper: 4 of 2 / 4 / 8; 0.3 of (0, 1))
+
 Augmentation = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 SPEEDS = ("up", "down")
 FILLS = ("zeros", "repeat")
@@ -261,8 +263,8 @@ class AmbiguityTransform:
     """The ambiguity transform T~ (paper, "Ambiguity Transform"): a speed change (Eq. 3) then a shear (Eq. 4)."""
 
     speed: str = "up"  # "up" (SpeedUp) or "down" (SpeedDown)
-    speed_up_rate: int = 4  # r for speed-up
-    speed_down_rate: float = 0.3  # r for speed-down
+    speed_up_rate: int = SPEED_UP_RATE  # r for speed-up
+    speed_down_rate: float = SPEED_DOWN_RATE  # r for speed-down
     shear: Shear | None = field(default_factory=Shear)  # None: speed change only
     fill: str = "zeros"  # SpeedUp's fill after the kept frames
 
@@ -282,8 +284,8 @@ class AmbiguityTransform:
         return x if self.shear is None else self.shear(x, generator)
 
 
-def ambiguity_transform(x: torch.Tensor, generator: torch.Generator, speed: str = "up", speed_up_rate: int = 4,
-                        speed_down_rate: float = 0.3, shear_amplitude: float = 0.5,
+def ambiguity_transform(x: torch.Tensor, generator: torch.Generator, speed: str = "up",
+                        speed_up_rate: int = SPEED_UP_RATE, speed_down_rate: float = SPEED_DOWN_RATE, shear_amplitude: float = 0.5,
                         joint_fraction: float = 0.5, fill: str = "zeros") -> torch.Tensor:
     """Functional form of :class:`AmbiguityTransform`: ``(N, T, V, C) -> (N, T, V, C)``."""
     shear = Shear(shear_amplitude, joint_fraction)

@@ -36,9 +36,11 @@ import torch
 from ..skeleton import ROOT, UP_AXIS
 from ..representation import DEFAULT_REPRESENTATION, REPRESENTATIONS
 from . import augment
-from .augment import (AmbiguityTransform, Augmentation, Compose, Crop, Shear, _check, _uniform, jitter_joints)
+from .augment import (SPEED_DOWN_RATE, SPEED_UP_RATE, AmbiguityTransform, Augmentation, Compose, Crop, Shear, _check,
+                      _uniform, jitter_joints)
 
 VIEWS = ("paper", "crop", "body")  # GE-CLR's view transform T, see contrastive_views
+DEFAULT_VIEWS = "body"  # the one default of every views setting (ContrastConfig, MAMPConfig, the lab's players)
 
 
 def _axis_rotation(angle: torch.Tensor, axis: int) -> torch.Tensor:
@@ -143,8 +145,8 @@ def contrastive_views(name: str = "body", representation: str = DEFAULT_REPRESEN
     raise ValueError(f"unknown views {name!r}; choose from {VIEWS}")
 
 
-def ambiguity_transform(views: str = "body", representation: str = DEFAULT_REPRESENTATION, speed: str = "up",
-                        speed_up_rate: int = 4, speed_down_rate: float = 0.3) -> AmbiguityTransform:
+def ambiguity_transform(views: str = DEFAULT_VIEWS, representation: str = DEFAULT_REPRESENTATION, speed: str = "up",
+                        speed_up_rate: int = SPEED_UP_RATE, speed_down_rate: float = SPEED_DOWN_RATE) -> AmbiguityTransform:
     """The ambiguity transform T~: speed change (Eq. 3) then shear (Eq. 4, ``augment.Shear()``: half the
     joints, factors U(-0.5, 0.5)). With ``views == "paper"`` literal, as the paper; otherwise the shear
     acts in the body frame (:class:`BodyFrame`), like the contrastive views."""

@@ -34,17 +34,18 @@ azimuth; all 0 for a standing root), so the stream keeps the walk's speed and di
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..coordinates import PHI_MODES, spherical_coordinates
+from ..coordinates import DEFAULT_PHI_MODE, PHI_MODES, spherical_coordinates
 from ..representation import DEFAULT_REPRESENTATION, REPRESENTATIONS
 from ..skeleton import ROOT
-from .body_augment import VIEWS, ambiguity_transform, contrastive_views
+from .augment import SPEED_DOWN_RATE, SPEED_UP_RATE
+from .body_augment import DEFAULT_VIEWS, VIEWS, ambiguity_transform, contrastive_views
 from .encoders import AGCN, ProjectionHead
 from .losses import (MemoryBank, contrastive_cross_entropy, info_nce, info_nce_logits, momentum_update,
                      positive_accuracy)
@@ -85,8 +86,8 @@ class ContrastConfig:
     bank_mode: str | None = None  # "none" (GE-CLR) | "hybrid" (HSMB) | "ambiguity" (ASMB) | "cooperation" (CSMB)
     cross_coordinate: str | None = None  # C<->S loss (Eq. 10), one of CROSS_MODES; needs both streams
     ambiguity_speed: str = "up"  # ambiguity transform speed change: "up" (keep every r-th frame) or "down"
-    speed_up_rate: int = 4  # r of the speed-up ambiguity (paper: 4 of {2, 4, 8})
-    speed_down_rate: float = 0.3  # r of the speed-down ambiguity (paper: 0.3 of (0, 1))
+    speed_up_rate: int = SPEED_UP_RATE  # r of the speed-up ambiguity (paper: 4 of {2, 4, 8})
+    speed_down_rate: float = SPEED_DOWN_RATE  # r of the speed-down ambiguity (paper: 0.3 of (0, 1))
     queue_size: int = 2048  # memory bank size K (paper: 2,048)
     momentum: float = 0.999  # momentum m of the key encoders
     temperature: float = 0.07  # InfoNCE temperature tau
@@ -96,8 +97,10 @@ class ContrastConfig:
     lambda_spherical: float = 1.0  # l2 of Eq. 11
     ambiguity_enqueue: str | int = "all"  # HSMB: ambiguity features enqueued per step: "all" (batch) or a count
     mask_own_keys: bool = True  # drop stale keys of a sample's own from its negatives (False = plain MoCo)
-    phi_mode: str = "unwrapped"  # azimuth handling of the spherical stream (cagelib.coordinates)
-    views: str = "body"  # view transform T (body_augment.VIEWS): "paper" (Crop + Joint Jittering), "crop", "body"
+    phi_mode: str = DEFAULT_PHI_MODE  # azimuth handling of the spherical stream (cagelib.coordinates)
+    views: str = DEFAULT_VIEWS  # view transform T (body_augment.VIEWS): "paper" (Crop + Joint Jittering), "crop", "body"
+
+    FOLLOWS = {"method": tuple(PRESETS["geclr"])}  # filled from the method's preset unless given (experiment.merge)
 
     def __post_init__(self) -> None:
         if self.method != "custom" and self.method not in available_methods():
@@ -138,14 +141,6 @@ class ContrastConfig:
         (its CAGE fields unused), with overrides."""
         return cls(method=name, **overrides)
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "ContrastConfig":
-        """Inverse of ``dataclasses.asdict`` (JSON turns tuples into lists)."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"ContrastConfig: unknown fields {sorted(unknown)}")
-        return cls(**d)
 
     @property
     def uses_ambiguity(self) -> bool:
@@ -386,7 +381,7 @@ class CAGE(nn.Module):
 
 
 def stream_coordinates(x: torch.Tensor, stream: str, representation: str = DEFAULT_REPRESENTATION,
-                       phi_mode: str = "unwrapped") -> torch.Tensor:
+                       phi_mode: str = DEFAULT_PHI_MODE) -> torch.Tensor:
     """A Cartesian batch ``(N, T, V, 3)`` in the coordinates of ``stream``, same shape.
 
     ``"cartesian"``: as it is. ``"spherical"`` (Eq. 9): for ``"first_frame"`` and ``"root_relative"``

@@ -1,7 +1,7 @@
 """CAGE + MAMP: CAGE's contrastive objective plus MAMP's masked motion prediction on the same A-GCN.
 
 Neither paper proposes this; it is the workbench's combination of the two, an option whose value the peer
-grid (``cagelib.lab.peers``) measures. One step on a Cartesian batch ``x`` (N, T, V, 3):
+grid (``python -m cagelib peers``) measures. One step on a Cartesian batch ``x`` (N, T, V, 3):
 
     L = L_CAGE(x)                                   the base preset's loss (Eq. 2, 5-8, 10-11 of CAGE)
       + lambda * L_motion(x)                        masked motion prediction (MAMP, Mao et al. ICCV 2023)
@@ -49,12 +49,6 @@ class MaskedMotionConfig:
         if not 0.0 < self.mask_ratio < 1.0 or self.weight < 0 or self.decoder_hidden < 1:
             raise ValueError("MaskedMotionConfig: need 0 < mask_ratio < 1, weight >= 0, decoder_hidden >= 1")
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "MaskedMotionConfig":
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"MaskedMotionConfig: unknown fields {sorted(unknown)}")
-        return cls(**d)
 
     def contrast(self, contrast: ContrastConfig) -> ContrastConfig:
         """``contrast`` with the base preset's method fields (streams, bank mode, cross-coordinate loss);
@@ -128,4 +122,4 @@ def _build(config) -> CAGEMAMP:
     return CAGEMAMP(config.options, config.contrast, lambda: AGCN(config.model), representation=config.representation)
 
 
-register("cage_mamp", _build, MaskedMotionConfig, paper_recipe(MaskedMotionConfig().base))
+register("cage_mamp", _build, options=MaskedMotionConfig, paper=paper_recipe(MaskedMotionConfig().base))

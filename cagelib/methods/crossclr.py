@@ -61,7 +61,7 @@ and the context are empty and L_u<-v equals SkeletonCLR's InfoNCE; the switch de
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -104,12 +104,6 @@ class CrossCLRConfig:
         """The code's NTU-60 settings: cross-view training from epoch 150 (of 300)."""
         return cls(**{"cross_epoch": 150, **overrides})
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "CrossCLRConfig":
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"CrossCLRConfig: unknown fields {sorted(unknown)}")
-        return cls(**d)
 
 
 # its code's NTU-60 config: 300 epochs, lr x0.1 at 250, batch 128, cross-view training from epoch 150
@@ -303,4 +297,4 @@ def _build(config) -> CrossCLR:
                     epochs=config.epochs)
 
 
-register("crossclr", _build, CrossCLRConfig, PAPER)
+register("crossclr", _build, options=CrossCLRConfig, paper=PAPER)

@@ -91,6 +91,11 @@ class AGCNConfig:
         return tuple(max(1, round(w * self.width_multiplier)) for w in self.widths)
 
     @classmethod
+    def paper(cls, **overrides) -> "AGCNConfig":
+        """The paper's A-GCN: 10 units (2s-AGCN), widths 64 to 256; out_dim 256."""
+        return cls(**overrides)
+
+    @classmethod
     def small(cls, **overrides) -> "AGCNConfig":
         """A CPU-sized A-GCN: 4 units of widths 16, 16, 32 (stride 2), 64 (stride 2); out_dim 64."""
         base = cls(widths=(64, 64, 128, 256), strides=(1, 1, 2, 2), width_multiplier=0.25)

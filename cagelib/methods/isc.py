@@ -61,7 +61,7 @@ random initial queue; the intra-skeleton losses are available (``intra_weight``)
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -112,12 +112,6 @@ class ISCConfig:
         """The code's sequence encoder: a 3-layer bi-GRU with 1024 hidden units per direction."""
         return cls(**{"gru_hidden": 1024, "gru_layers": 3, **overrides})
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "ISCConfig":
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"ISCConfig: unknown fields {sorted(unknown)}")
-        return cls(**d)
 
 
 # its code (NTU-60): 451 epochs, lr x0.1 at 351, SGD lr 0.01 (momentum 0.9, wd 1e-4: the loop's), batch 64
@@ -130,11 +124,13 @@ def _sgd_lr(config) -> float:
 
 
 def adapt(config) -> dict:
-    """ISC's recipe at a run's scale: lr x0.1 of the run's SGD-scale lr (0.1 -> its 0.01); its bi-GRU, when not
-    set, sized as the encoder (the CPU's ``ISCConfig()``, else ``.paper()``)."""
+    """ISC's recipe at a run's scale, for a run whose ISC options are not set yet: lr x0.1 of its CAGE-scale lr
+    (0.1 -> ISC's 0.01) and the bi-GRU sized as the encoder (the CPU's ``ISCConfig()``, else ``.paper()``). Set
+    ``options`` yourself and the lr is taken as given (an adapted configuration is left as it is)."""
+    if config.options is not None:
+        return {}
     paper_sized = config.model == type(config.model)()
-    options = config.options or (ISCConfig.paper() if paper_sized else ISCConfig())
-    return dict(lr=config.lr * PAPER["lr"] / _sgd_lr(config), options=options)
+    return dict(lr=config.lr * PAPER["lr"] / _sgd_lr(config), options=ISCConfig.paper() if paper_sized else ISCConfig())
 
 
 def crop_resize(x: torch.Tensor, generator: torch.Generator, ratio: tuple = (0.1, 1.0), min_frames: int = 24,
@@ -306,4 +302,4 @@ def _build(config) -> ISC:
     return ISC(config.options, config.contrast, config.model, representation=config.representation)
 
 
-register("isc", _build, ISCConfig, PAPER, adapt)
+register("isc", _build, options=ISCConfig, paper=PAPER, adapt=adapt)

@@ -48,14 +48,14 @@ MultiStepLR (no warmup, no cosine); padding of short sequences and two-person in
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..representation import DEFAULT_REPRESENTATION
-from .body_augment import VIEWS, contrastive_views
+from .body_augment import DEFAULT_VIEWS, VIEWS, contrastive_views
 from .registry import register
 
 __all__ = ["MAMPConfig", "MAMP", "MotionEncoder", "motion", "patchify", "PAPER", "adapt"]
@@ -76,7 +76,7 @@ class MAMPConfig:
     motion_aware_tau: float = 0.8  # tau of the motion-aware masking; 0 = uniform random masking (paper: 0.8)
     norm_target: bool = True  # normalise each target token by its own mean and std (paper: True)
     max_frames: int = 128  # longest window the temporal position embedding covers (paper: 120)
-    views: str = "body"  # the views applied before masking (body_augment.VIEWS; "crop": no body transforms)
+    views: str = DEFAULT_VIEWS  # the views applied before masking (body_augment.VIEWS; "crop": no body transforms)
 
     def __post_init__(self) -> None:
         if not 0.0 < self.mask_ratio < 1.0:
@@ -94,12 +94,6 @@ class MAMPConfig:
         return cls(**{**dict(dim=256, depth=8, heads=8, decoder_dim=256, decoder_depth=3, max_frames=120),
                       **overrides})
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "MAMPConfig":
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"MAMPConfig: unknown fields {sorted(unknown)}")
-        return cls(**d)
 
 
 PAPER = dict(epochs=400, milestones=(), options=MAMPConfig.paper(), **OPTIMIZER)  # its cosine schedule: no milestones
@@ -111,11 +105,14 @@ def _sgd_lr(config) -> float:
 
 
 def adapt(config) -> dict:
-    """MAMP's recipe at a run's scale: AdamW, weight decay 0.05, lr x0.01 of the run's SGD-scale lr (0.1 ->
-    1e-3); its model, when not set, sized as the encoder (the CPU's ``MAMPConfig()``, else ``.paper()``)."""
+    """MAMP's recipe at a run's scale: a run written for SGD (``optimizer="sgd"``) gets AdamW, weight decay 0.05
+    and lr x0.01 of its SGD lr (0.1 -> 1e-3); its model, when not set, is sized as the encoder (the CPU's
+    ``MAMPConfig()``, else ``.paper()``). A configuration adapted once is left as it is."""
     paper_sized = config.model == type(config.model)()
-    options = config.options or (MAMPConfig.paper() if paper_sized else MAMPConfig())
-    return dict(OPTIMIZER, lr=config.lr * OPTIMIZER["lr"] / _sgd_lr(config), options=options)
+    out = dict(options=config.options or (MAMPConfig.paper() if paper_sized else MAMPConfig()))
+    if config.optimizer == "sgd":
+        out.update(OPTIMIZER, lr=config.lr * OPTIMIZER["lr"] / _sgd_lr(config))
+    return out
 
 
 def motion(x: torch.Tensor) -> torch.Tensor:
@@ -271,4 +268,4 @@ def _build(config) -> MAMP:
     return MAMP(config.options, config.model.num_joints, representation=config.representation)
 
 
-register("mamp", _build, MAMPConfig, PAPER, adapt)
+register("mamp", _build, options=MAMPConfig, paper=PAPER, adapt=adapt)

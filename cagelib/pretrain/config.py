@@ -2,12 +2,14 @@
 
 ``PretrainConfig`` holds every pretraining setting with its one default; the method's own settings are
 its ``contrast`` field (``cagelib.methods.cage.ContrastConfig``), the encoder's its ``model`` field.
-The notebooks, the demo and the batch grid build it in one place: ``cagelib.lab.settings.pretrain_config``.
+An experiment (``cagelib.experiment``) holds one as its ``pretrain`` section; ``Experiment.pretrain_config`` gives
+what a run trains.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import types
 import typing
 from typing import Any
@@ -16,11 +18,14 @@ from pathlib import Path
 
 import torch
 
+from ..device import check_device_name, seeded_global_rng
 from ..errors import CheckpointError, DataFileError
 from ..methods.cage import ContrastConfig
 from ..methods.encoders import AGCNConfig
 from ..methods.registry import build_method, method as registered_method
 from ..representation import DEFAULT_REPRESENTATION, REPRESENTATIONS
+from ..schedule import milestone_epochs
+from ..typed import from_mapping
 from .fast import FastConfig
 from .health import HealthConfig
 
@@ -137,7 +142,8 @@ def upgrade_config(d: dict, source=None) -> dict:
         d.setdefault("representation", "first_frame")
         if isinstance(d.get("contrast"), dict):
             d["contrast"] = {"views": "paper", **d["contrast"]}
-        name = d.get("contrast", {}).get("method", "geclr") if isinstance(d.get("contrast"), dict) else "geclr"
+        contrast = d.get("contrast") if isinstance(d.get("contrast"), dict) else {}
+        name = contrast.get("method", ContrastConfig().method)
         peers = {k: d.pop(k) for k in ("mamp", "aimclr", "crossclr", "isc", "cage_mamp") if k in d}
         d["options"] = peers.get(name)
     return {**d, "schema": SCHEMA}
@@ -151,7 +157,7 @@ class PretrainConfig:
     sgd_momentum: float = 0.9  # SGD momentum (paper: 0.9)
     weight_decay: float = 1e-4  # weight decay (paper: SGD 1e-4; MAMP: AdamW 0.05)
     optimizer: str = "sgd"  # "sgd" (CAGE) or "adamw" (betas 0.9, 0.95; MAMP), one of OPTIMIZERS
-    milestones: tuple = (10, 16)  # epochs where lr *= lr_gamma (paper: GE-CLR 100, 160; CAGE 150, 250)
+    milestones: tuple = (10, 16)  # epochs where lr *= lr_gamma, or fractions of epochs (cagelib.schedule; paper: GE-CLR 100, 160)
     lr_gamma: float = 0.1  # learning-rate decay factor (paper: 0.1)
     seed: int = 0  # seeds model init, per-epoch shuffling and the augmentation generator
     device: str = "auto"  # "auto" (CUDA if available, else CPU), "cpu", "cuda:0", ...
@@ -165,34 +171,42 @@ class PretrainConfig:
     representation: str = DEFAULT_REPRESENTATION  # what the data's root joint holds (cagelib.representation)
     health: HealthConfig | None = field(default_factory=HealthConfig)  # per-epoch health metrics (pretrain.health); None = off
 
+    FOLLOWS = {"contrast.method": ("options",)}  # another method's options go with it (experiment.merge)
+
     def __post_init__(self) -> None:
-        self.milestones = tuple(int(m) for m in self.milestones)
+        self.milestones = milestone_epochs(self.milestones, self.epochs)
         if isinstance(self.model, dict):
-            self.model = AGCNConfig(**self.model)
+            self.model = from_mapping(AGCNConfig, self.model)
         if isinstance(self.contrast, dict):
-            self.contrast = ContrastConfig.from_dict(self.contrast)
+            self.contrast = from_mapping(ContrastConfig, self.contrast)
         own = registered_method(self.contrast.method).options
         if isinstance(self.options, dict):
             if own is None:
                 raise ValueError(f"PretrainConfig: method {self.contrast.method!r} takes no options, got {self.options}")
-            self.options = own.from_dict(self.options) if hasattr(own, "from_dict") else own(**self.options)
+            self.options = from_mapping(own, self.options)
         if self.options is not None and (own is None or not isinstance(self.options, own)):
             raise ValueError(f"PretrainConfig: options of {self.contrast.method!r} must be "
                              f"{own.__name__ if own else 'None'}, got {type(self.options).__name__}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"PretrainConfig: optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if isinstance(self.fast, dict):
-            self.fast = FastConfig(**self.fast)
+            self.fast = from_mapping(FastConfig, self.fast)
         if isinstance(self.health, dict):
-            self.health = HealthConfig(**self.health)
+            self.health = from_mapping(HealthConfig, self.health)
         if self.representation not in REPRESENTATIONS:
             raise ValueError(f"PretrainConfig: representation must be one of {REPRESENTATIONS}, "
                              f"got {self.representation!r}")
+        if not math.isfinite(self.lr) or self.lr <= 0:
+            raise ValueError(f"PretrainConfig: lr must be a finite number > 0, got {self.lr}")
+        try:
+            check_device_name(self.device)
+        except ValueError as err:
+            raise ValueError(f"PretrainConfig: {err}") from None
         if self.epochs < 0 or self.batch_size < 1 or self.checkpoint_every < 1:
             raise ValueError("PretrainConfig: need epochs >= 0, batch_size >= 1, checkpoint_every >= 1")
 
     @classmethod
-    def paper(cls, method: str = "cage", **overrides) -> "PretrainConfig":
+    def paper(cls, method: str, **overrides) -> "PretrainConfig":
         """The paper's settings: full A-GCN, batch 32, SGD lr 0.1, and the method's own recipe
         (``registry.Method.paper``: CAGE's schedule, MAMP's AdamW, the peers' codes' settings)."""
         base = cls(model=AGCNConfig(), contrast=ContrastConfig.preset(method), run_dir=f"outputs/{method}",
@@ -247,6 +261,5 @@ class PretrainResult:
 def build_model(config: PretrainConfig) -> torch.nn.Module:
     """A freshly initialised method of ``config.contrast.method`` (``cagelib.methods.registry``), seeded
     by ``config.seed`` without touching the caller's global RNG state."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
+    with seeded_global_rng(config.seed):
         return build_method(config)

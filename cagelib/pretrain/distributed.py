@@ -1,7 +1,7 @@
 """Multi-process (multi-GPU) pretraining with ``torch.distributed`` DDP, launched by ``torchrun``.
 
-    torchrun --nproc_per_node=4 -m cagelib.pretrain.distributed --method cage --model full --epochs 300 \\
-        --data features.npy --run-dir outputs/cage_ddp
+    torchrun --nproc_per_node=4 -m cagelib pretrain --config paper --data features.npy --device cuda \\
+        out=outputs/cage_ddp
 
 Design (``docs/design.md``, "GPU path and distributed training"):
 
@@ -23,29 +23,24 @@ Design (``docs/design.md``, "GPU path and distributed training"):
   ``bn="torch_sync"`` uses ``nn.SyncBatchNorm`` (CUDA only), ``bn="local"`` per-process statistics.
 - **Gradients.** DDP averages them; every loss term is a mean over queries, so the average over equal
   shards equals the single-process gradient.
+- **One loop.** :func:`pretrain_distributed` builds a ``cagelib.pretrain.loop.Processes`` (rank, world size,
+  :func:`prepare_model`, ``distributed.json``) and runs ``pretrain``'s own epoch loop with it: rank 0 holds
+  the run folder's lock and writes every file (config, metrics, checkpoint, TensorBoard, provenance).
 """
 from __future__ import annotations
 
-import argparse
+import functools
 import inspect
 import os
 import socket
-import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..atomic import atomic_write_json
-from ..data.synthetic import load_sequences
-from ..methods.cage import ContrastConfig
-from ..methods.encoders import AGCNConfig
-from .checkpoint import CHECKPOINT, METRICS, save_checkpoint, write_config, write_metrics
 from .config import PretrainConfig, PretrainResult
-from .fast import FastConfig
-from .loop import announce_epoch, epoch_metrics, make_optimization, make_step, prepare_run, run_epoch
+from .loop import Processes, pretrain
 
 BN_MODES = ("sync", "torch_sync", "local")
 
@@ -256,99 +251,25 @@ def _spawned(rank: int, world_size: int, port: int, backend: str, fn, args) -> N
 
 
 def pretrain_distributed(config: PretrainConfig, x, info: DistInfo | None = None, bn: str = "sync",
-                         run_dir: str | os.PathLike | None = None, resume: bool = False) -> PretrainResult:
+                         run_dir: str | os.PathLike | None = None, resume: bool = False,
+                         callback=None, tensorboard: bool = True) -> PretrainResult:
     """``cagelib.pretrain.loop.pretrain`` over the processes of ``info`` (default: :func:`init_from_env`).
 
     ``config.batch_size`` is the global batch; it must be divisible by the number of processes. The
-    schedule, shuffling and augmentation draws are those of ``pretrain`` with the same config, so a run
-    matches a single-process run up to floating-point summation order. Rank 0 writes the run folder
-    (same files as ``pretrain``, plus ``distributed.json``); every process returns the history.
+    schedule, shuffling and augmentation draws are those of ``pretrain`` with the same config (it is the
+    same loop, given a ``Processes``), so a run matches a single-process run up to floating-point summation
+    order. Rank 0 holds the run folder's lock and writes the run folder (same files as ``pretrain``, plus
+    ``distributed.json``); every process returns the history and calls ``callback(epoch, metrics)`` (the
+    metrics averaged over processes) after every epoch. No health monitor.
     """
     info = info or init_from_env(device=config.device)
-    world, rank, device = info.world_size, info.rank, info.device
+    world = info.world_size
     if config.batch_size % world:
         raise ValueError(f"pretrain_distributed: batch_size={config.batch_size} is not divisible by {world} processes")
-    run_dir = Path(run_dir if run_dir is not None else config.run_dir)
-    config = config.with_options()  # what the run saves: its method's options written out
-    # data: (N, T, V, 3), the whole set on every process
-    data, steps, fingerprint, model, state = prepare_run(config, x, device, run_dir, resume, "pretrain_distributed")
-    checkpoint_path, shard = run_dir / CHECKPOINT, config.batch_size // world
-    wrapped = prepare_model(model, info, bn)
-    optimizer, scheduler, generator, start, history = make_optimization(config, model, device, state)
-    if rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_config(run_dir, config)
-        atomic_write_json(run_dir / "distributed.json",
-                          {"world_size": world, "backend": info.backend, "bn": bn, "device": str(device)})
-        write_metrics(run_dir / METRICS, history)
-
-    wrapped.train()
-    step_fn = make_step(wrapped, optimizer, config, device)
-    def local_ids(ids: torch.Tensor) -> torch.Tensor:
-        return ids[rank * shard:(rank + 1) * shard]  # (B / W,) this process's queries
-
-    for epoch in range(start, config.epochs):
-        began, lr = time.perf_counter(), optimizer.param_groups[0]["lr"]
-        announce_epoch(model, epoch)
-        sums = run_epoch(step_fn, data, config, epoch, generator, query_ids=local_ids)
-        scheduler.step()
-        # the epoch's one collective outside the steps: average this process's epoch means over processes
-        metrics = epoch_metrics(sums, steps, epoch, lr, began, run_dir, _mean_over_processes if world > 1 else None)
-        history.append(metrics)
-        if rank == 0:
-            write_metrics(run_dir / METRICS, history)
-            if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs:
-                save_checkpoint(checkpoint_path, model, optimizer, scheduler, generator, epoch + 1, history,
-                                 config, fingerprint)
-        if world > 1:
-            dist.barrier()  # the checkpoint is complete before anyone goes on (or resumes from it)
-        if config.progress and rank == 0:
-            print(f"epoch {epoch + 1}/{config.epochs} loss {metrics['loss']:.4f} ({metrics['seconds']:.1f} s)")
-    return PretrainResult(run_dir=run_dir, history=history, model=model)
-
-
-def _mean_over_processes(values: torch.Tensor) -> torch.Tensor:
-    dist.all_reduce(values)
-    return values / dist.get_world_size()
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``python -m cagelib.pretrain.distributed`` (under ``torchrun`` for several processes)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", required=True, help="a .npy of Cartesian sequences (N, T, 16, 3), 'embedded' "
-                        "(the demo's Bandai corpus) or 'synthetic:N,T'")
-    parser.add_argument("--method", default="cage")
-    parser.add_argument("--model", choices=("full", "small"), default="full")
-    parser.add_argument("--epochs", type=int, default=None, help="default: the paper's for the method")
-    parser.add_argument("--batch-size", type=int, default=32, help="global batch over all processes")
-    parser.add_argument("--queue-size", type=int, default=2048)
-    parser.add_argument("--bn", choices=BN_MODES, default="sync")
-    parser.add_argument("--fast", action=argparse.BooleanOptionalAction, default=True,
-                        help="bf16 autocast and torch.compile on CUDA (CUDA graphs are off under DDP)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--run-dir", default="outputs/pretrain_ddp")
-    parser.add_argument("--resume", action="store_true")
-    args = parser.parse_args(argv)
-
-    info = init_from_env(device=args.device)
-    overrides = dict(batch_size=args.batch_size, seed=args.seed, device=str(info.device), run_dir=args.run_dir,
-                     progress=info.rank == 0, fast=FastConfig() if args.fast else None,
-                     contrast=ContrastConfig.preset(args.method, queue_size=args.queue_size))
-    if args.epochs is not None:
-        overrides["epochs"] = args.epochs
-    if args.model == "small":
-        overrides["model"] = AGCNConfig.small()
-    config = PretrainConfig.paper(args.method, **overrides)
-    try:
-        result = pretrain_distributed(config, load_sequences(args.data, args.seed), info, bn=args.bn,
-                                      resume=args.resume)
-        if info.rank == 0:
-            print(f"done: {result.run_dir} (last epoch: {result.history[-1] if result.history else None})")
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-
-
-if __name__ == "__main__":
-    main()
+    if bn not in BN_MODES:
+        raise ValueError(f"bn must be one of {BN_MODES}, got {bn!r}")
+    processes = Processes(rank=info.rank, world_size=world, device=info.device,
+                          prepare=functools.partial(prepare_model, info=info, bn=bn),
+                          files={"distributed.json": {"world_size": world, "backend": info.backend, "bn": bn,
+                                                      "device": str(info.device)}})
+    return pretrain(config, x, run_dir, resume, callback, processes=processes, tensorboard=tensorboard)

@@ -1,12 +1,19 @@
 """Self-supervised pretraining of a method (``cagelib.methods.registry``): the epoch loop and exact resume.
 
 A run lives in ``run_dir`` (default ``outputs/<run>/``): ``config.json``, ``metrics.jsonl`` and
-``checkpoint.pt`` (``cagelib.pretrain.checkpoint``). The whole data set sits on the device as one tensor;
+``checkpoint.pt`` (``cagelib.pretrain.checkpoint``), ``provenance.json`` (where each start of the run came
+from: ``cagelib.provenance``) and, with the ``tensorboard`` package, ``tensorboard/`` event files
+(``cagelib.pretrain.logger``). The whole data set sits on the device as one tensor;
 each epoch is shuffled by a generator seeded from ``(seed, epoch)``, and augmentations draw from one
 device generator whose state is checkpointed, so a run interrupted and resumed gives the same numbers
 as an uninterrupted one (CPU). The hot loop never syncs with the host: losses are summed on the device
-and read once per epoch. ``pretrain_distributed`` (``cagelib.pretrain.distributed``) shares every piece
-here: ``prepare_run``, ``make_optimization``, ``make_step``, ``run_epoch``, ``epoch_metrics``.
+and read once per epoch.
+
+One loop serves one process and a DDP process group (as MoCo's ``main_worker``):
+``cagelib.pretrain.distributed.pretrain_distributed`` calls ``pretrain`` with ``processes=`` (a
+``Processes``): the model is readied for the group (global batch sharded, keys gathered, batch norms
+converted, DDP), epoch metrics are averaged over processes, and rank 0 alone holds the run folder's lock and
+writes its files.
 
 Training health (``cagelib.pretrain.health``, ``config.health``; None = off): a ``HealthMonitor`` on
 fixed corpus windows and views measures retrieval, alignment, uniformity, spread (and k-NN when
@@ -17,7 +24,7 @@ epoch. Before training they go to ``health_init.json`` in the run folder (with `
 fresh run and read back on resume (never recomputed from a resumed model), also returned as
 ``PretrainResult.health_init`` and passed to ``callback.health_init(metrics)`` when the callback has it. The monitor draws from its own
 generator and runs the model in eval mode, so the losses are bitwise those of a run with health off.
-``pretrain_distributed`` skips health.
+A run over processes skips health.
 """
 from __future__ import annotations
 
@@ -26,28 +33,31 @@ import json
 import os
 import shutil
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
 from ..device import resolve_device
 from ..atomic import atomic_write_json
 from ..errors import CheckpointError, NonFiniteError
-from .checkpoint import (CHECKPOINT, METRICS, data_fingerprint, load_state_strict, read_checkpoint, save_checkpoint,
-                         write_config, write_metrics)
+from .checkpoint import CHECKPOINT, data_fingerprint, load_state_strict, read_checkpoint, save_checkpoint, write_config
 from .config import PretrainConfig, PretrainResult, build_model
 from .fast import make_fast_step, optimizer_options
 from .health import HealthMonitor
-from .run_lock import RunLock
+from .logger import RunLogger, record_provenance
+from .run_lock import RunLock, lock_on_rank_0
 
 HEALTH_INIT = "health_init.json"  # the health metrics before training (epoch 0)
 
 __all__ = ["PretrainConfig", "PretrainResult", "build_model", "pretrain", "check_data", "train_step", "epoch_seed",
-           "prepare_run", "make_step", "run_epoch", "make_optimization", "epoch_metrics", "announce_epoch"]
+           "prepare_run", "make_step", "run_epoch", "make_optimization", "epoch_metrics", "announce_epoch",
+           "Processes"]
 
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: torch.Tensor,
@@ -66,8 +76,27 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
+@dataclass
+class Processes:
+    """The process group a run spans (``pretrain(..., processes=)``), built by ``pretrain_distributed``.
+
+    ``prepare(model) -> module``: readies the built (and restored) model for the group and returns what the
+    steps call (``distributed.prepare_model``: ``RankShard`` on the augmentations, gathered keys, converted
+    batch norms, DDP). ``files``: JSON files rank 0 writes beside ``config.json`` (``distributed.json``).
+    A run over processes skips the health monitor, shows one printed line per epoch (rank 0) instead of a
+    bar and gives the fast step no planned-steps hint, as ``pretrain_distributed`` always did.
+    """
+    rank: int
+    world_size: int
+    device: torch.device
+    prepare: Callable[[nn.Module], nn.Module]
+    files: dict[str, dict] = field(default_factory=dict)
+    caller: str = "pretrain_distributed"  # names the entry point in error messages
+
+
 def pretrain(config: PretrainConfig, x, run_dir: str | os.PathLike | None = None, resume: bool = False,
-             callback: Callable[[int, dict], None] | None = None, health_labels=None) -> PretrainResult:
+             callback: Callable[[int, dict], None] | None = None, health_labels=None, *,
+             processes: Processes | None = None, tensorboard: bool = True) -> PretrainResult:
     """Pretrain on Cartesian sequences ``x`` (N, T, V, 3) (tensor or array; labels are never used).
 
     ``run_dir`` overrides ``config.run_dir``. With ``resume=True`` an existing ``checkpoint.pt`` is
@@ -75,70 +104,119 @@ def pretrain(config: PretrainConfig, x, run_dir: str | os.PathLike | None = None
     existing checkpoint is an error, never silently overwritten. ``callback(epoch, metrics)`` runs after
     every epoch (live plots); a callback with a ``health_init(metrics)`` method also gets the health
     before training. ``health_labels = (x, y, groups)``: labelled TRAINING windows (of a task's fold, never its test
-    side) for the health monitor's k-NN; None = no ``knn_*`` metrics.
+    side) for the health monitor's k-NN; None = no ``knn_*`` metrics. ``processes``: the DDP group the run
+    spans (``pretrain_distributed`` passes it; None = this process alone, refused inside a multi-process
+    group). ``tensorboard=False``: ``metrics.jsonl`` only, no event files.
 
-    The run folder is locked for the whole run (``cagelib.pretrain.run_lock.RunLock``): a second process
-    on the same folder stops with ``RunFolderBusyError`` naming the holder, and a run whose folder is
-    replaced meanwhile (a rerun) stops with ``RunFolderReplacedError`` instead of writing into it. A run that
-    fails before its first checkpoint leaves no folder behind when it created the folder.
+    The run folder is locked for the whole run (``cagelib.pretrain.run_lock.RunLock``; by rank 0 over
+    processes): a second process on the same folder stops with ``RunFolderBusyError`` naming the holder,
+    and a run whose folder is replaced meanwhile (a rerun) stops with ``RunFolderReplacedError`` instead of
+    writing into it. A run that fails before its first checkpoint leaves no folder behind when it created
+    the folder.
     """
     run_dir = Path(run_dir if run_dir is not None else config.run_dir)
     config = config.with_options()  # what the run saves: its method's options written out
-    with RunLock(run_dir) as lock:
-        try:
-            return _pretrain(config, x, run_dir, resume, callback, health_labels, lock)
-        except BaseException:
-            if lock.created and lock.owns() and not (run_dir / CHECKPOINT).exists():  # half-made, by this call
-                shutil.rmtree(run_dir, ignore_errors=True)
-            raise
+    if processes is None and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        raise RuntimeError(f"pretrain: called inside a process group of {dist.get_world_size()} processes; use "
+                           "cagelib.pretrain.distributed.pretrain_distributed, which shards the global batch, "
+                           "converts the batch norms and wraps the model in DDP")
+    lock = (RunLock(run_dir).acquire() if processes is None else  # over processes: rank 0's, None elsewhere
+            lock_on_rank_0(run_dir, processes.rank, processes.world_size, processes.device, processes.caller))
+    try:
+        return _run(config, x, run_dir, resume, callback, health_labels, processes, lock, tensorboard)
+    except BaseException:
+        if lock is not None and lock.created and lock.owns() and not (run_dir / CHECKPOINT).exists():
+            shutil.rmtree(run_dir, ignore_errors=True)  # half-made, by this call
+        raise
+    finally:
+        if lock is not None:
+            lock.release()
 
 
-def _pretrain(config: PretrainConfig, x, run_dir: Path, resume: bool, callback, health_labels,
-              lock: RunLock) -> PretrainResult:
-    device = resolve_device(config.device)
-    data, steps, fingerprint, model, state = prepare_run(config, x, device, run_dir, resume, "pretrain")
+def _run(config: PretrainConfig, x, run_dir: Path, resume: bool, callback, health_labels,
+         processes: Processes | None, lock: RunLock | None, tensorboard: bool) -> PretrainResult:
+    """The epoch loop of one process (``processes`` None) or of one rank of a group."""
+    alone = processes is None
+    device = resolve_device(config.device) if alone else processes.device
+    multi = not alone and processes.world_size > 1
+    lead = lock is not None  # this process writes the run folder
+    data, steps, fingerprint, model, state = prepare_run(config, x, device, run_dir, resume,
+                                                         "pretrain" if alone else processes.caller)
     checkpoint_path = run_dir / CHECKPOINT
+    stepped = model if alone else processes.prepare(model)  # what the steps call (DDP over processes)
     optimizer, scheduler, generator, start, history = make_optimization(config, model, device, state, checkpoint_path)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    lock.check()
-    write_config(run_dir, config)
-    write_metrics(run_dir / METRICS, history)
-    monitor, health_init = None, None
-    if config.health is not None:
-        monitor = HealthMonitor(data, getattr(model, "augment", _identity_views), config.health, health_labels,
-                                device)
-        lock.check()
-        health_init = _health_init(run_dir, monitor, model, fresh=state is None)
-        if health_init is not None and hasattr(callback, "health_init"):
-            callback.health_init(health_init)
-
-    bar = None
-    if config.progress and start < config.epochs:
-        bar = tqdm(total=(config.epochs - start) * steps, desc=f"pretrain {config.contrast.method}")
-    model.train()
-    step_fn = make_step(model, optimizer, config, device, planned_steps=(config.epochs - start) * steps)
-    for epoch in range(start, config.epochs):
-        began, lr = time.perf_counter(), optimizer.param_groups[0]["lr"]
-        announce_epoch(model, epoch)
-        sums = run_epoch(step_fn, data, config, epoch, generator, on_step=bar.update if bar is not None else None)
-        scheduler.step()
-        metrics = epoch_metrics(sums, steps, epoch, lr, began, run_dir)
-        if monitor is not None:
-            metrics.update(monitor(model))
-        history.append(metrics)
-        lock.check()  # a rerun may have replaced the folder meanwhile: never write into its files
-        write_metrics(run_dir / METRICS, history)
-        if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs:
+    logger, monitor, health_init, bar = None, None, None, None
+    try:
+        if lead:
+            run_dir.mkdir(parents=True, exist_ok=True)
             lock.check()
-            save_checkpoint(checkpoint_path, model, optimizer, scheduler, generator, epoch + 1, history,
-                             config, fingerprint)
+            write_config(run_dir, config)
+            for name, content in ({} if alone else processes.files).items():
+                atomic_write_json(run_dir / name, content)
+            record_provenance(run_dir, resumed=state is not None, start_epoch=start, device=device,
+                              world_size=1 if alone else processes.world_size)
+            logger = RunLogger(run_dir, history, start, tensorboard=tensorboard)  # writes metrics.jsonl
+        if alone and config.health is not None:
+            monitor = HealthMonitor(data, getattr(model, "augment", _identity_views), config.health, health_labels,
+                                    device)
+            lock.check()
+            health_init = _health_init(run_dir, monitor, model, fresh=state is None)
+            if health_init is not None and state is None:
+                logger.log_health_init(health_init)
+            if health_init is not None and hasattr(callback, "health_init"):
+                callback.health_init(health_init)
+
+        if alone and config.progress and start < config.epochs:
+            bar = tqdm(total=(config.epochs - start) * steps, desc=f"pretrain {config.contrast.method}")
+        stepped.train()
+        step_fn = make_step(stepped, optimizer, config, device,
+                            planned_steps=(config.epochs - start) * steps if alone else None)
+        shard = None if not multi else functools.partial(_rank_queries, rank=processes.rank,
+                                                         size=config.batch_size // processes.world_size)
+        for epoch in range(start, config.epochs):
+            began, lr = time.perf_counter(), optimizer.param_groups[0]["lr"]
+            announce_epoch(model, epoch)
+            sums = run_epoch(step_fn, data, config, epoch, generator, query_ids=shard,
+                             on_step=bar.update if bar is not None else None)
+            scheduler.step()
+            # over processes, the epoch's one collective outside the steps: the mean of the processes' means
+            metrics = epoch_metrics(sums, steps, epoch, lr, began, run_dir, _mean_over_processes if multi else None)
+            if monitor is not None:
+                metrics.update(monitor(model))
+            history.append(metrics)
+            if lead:
+                lock.check()  # a rerun may have replaced the folder meanwhile: never write into its files
+                logger.log_epoch(metrics)  # metrics.jsonl (and TensorBoard)
+                if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs:
+                    lock.check()
+                    save_checkpoint(checkpoint_path, model, optimizer, scheduler, generator, epoch + 1, history,
+                                     config, fingerprint)
+            if multi:
+                dist.barrier()  # the checkpoint is complete before anyone goes on (or resumes from it)
+            if bar is not None:
+                bar.set_postfix(epoch=epoch + 1, loss=f"{metrics['loss']:.4f}")
+            elif config.progress and lead:
+                print(f"epoch {epoch + 1}/{config.epochs} loss {metrics['loss']:.4f} ({metrics['seconds']:.1f} s)")
+            if callback is not None:
+                callback(epoch + 1, metrics)
         if bar is not None:
-            bar.set_postfix(epoch=epoch + 1, loss=f"{metrics['loss']:.4f}")
-        if callback is not None:
-            callback(epoch + 1, metrics)
-    if bar is not None:
-        bar.close()
+            bar.close()
+    except BaseException:
+        if logger is not None:
+            logger.close(quiet=True)  # the run's own error is the one to see
+        raise
+    if logger is not None:
+        logger.close()
     return PretrainResult(run_dir=run_dir, history=history, model=model, health_init=health_init)
+
+
+def _rank_queries(ids: torch.Tensor, rank: int, size: int) -> torch.Tensor:
+    return ids[rank * size:(rank + 1) * size]  # (B / W,) this process's queries of the global batch (B,)
+
+
+def _mean_over_processes(values: torch.Tensor) -> torch.Tensor:
+    dist.all_reduce(values)
+    return values / dist.get_world_size()
 
 
 def announce_epoch(model: nn.Module, epoch: int) -> None:

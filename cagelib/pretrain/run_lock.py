@@ -1,6 +1,7 @@
 """The lock of a run folder: one process writes a pretraining run at a time, and a process whose folder was
 replaced (a rerun) stops before it writes. ``RunLock`` (an ``fcntl.flock``), ``RunFolderBusyError``,
-``RunFolderReplacedError``; ``cagelib.pretrain.loop.pretrain`` holds it for the whole run."""
+``RunFolderReplacedError``; ``cagelib.pretrain.loop.pretrain`` holds it for the whole run (over DDP processes, rank 0
+holds it: ``lock_on_rank_0``)."""
 from __future__ import annotations
 
 import json
@@ -120,3 +121,32 @@ def _read_holder(fd: int) -> dict:
         return json.loads(os.pread(fd, 4096, 0).decode() or "{}")
     except (OSError, ValueError):
         return {}
+
+
+def lock_on_rank_0(run_dir: str | os.PathLike, rank: int, world_size: int, device=None,
+                   caller: str = "pretrain_distributed") -> RunLock | None:
+    """The run folder's lock for a process group: acquired by rank 0 (returned there; None on the other ranks,
+    which never touch it). One collective tells every rank whether rank 0 got it, so when it did not
+    (``RunFolderBusyError``), every rank stops: rank 0 with that error, the others with a ``RuntimeError``
+    naming it. ``device``: the rank's device (the collective's, for NCCL)."""
+    lock, error = (RunLock(run_dir), None) if rank == 0 else (None, None)
+    if lock is not None:
+        try:
+            lock.acquire()
+        except BaseException as err:
+            error = err
+    if world_size > 1:
+        import torch.distributed as dist  # only over processes: this module stays importable without torch
+
+        try:
+            news = [None if error is None else f"{type(error).__name__}: {error}"]
+            dist.broadcast_object_list(news, src=0, device=device)
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
+        if error is None and news[0] is not None:
+            raise RuntimeError(f"{caller}: rank 0 could not lock the run folder: {news[0]}")
+    if error is not None:
+        raise error
+    return lock
