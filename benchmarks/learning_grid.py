@@ -55,6 +55,7 @@ def run_cell(args) -> str:
     exp = cell_experiment(method, representation, views, seed, epochs)
     prepare_output(exp.out)
     result = run_seed(exp, seed)
+    result.pop("predictions", None)  # the committed cells keep the fold means, not every window's prediction
     metrics = next(Path(exp.out).glob("seed*/pretrain_*/metrics.jsonl"))
     result["history"] = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
     result["cell"] = {"method": method, "representation": representation, "views": views, "seed": seed,

@@ -158,9 +158,10 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return Path(path)
 
 
-def atomic_write_json(path: str | os.PathLike, data: Any) -> Path:
-    """Write ``data`` as indented JSON to ``path`` atomically (non-JSON values via ``str``)."""
-    return atomic_write_text(path, json.dumps(data, indent=2, default=str))
+def atomic_write_json(path: str | os.PathLike, data: Any, indent: int | None = 2) -> Path:
+    """Write ``data`` as JSON to ``path`` atomically (non-JSON values via ``str``); ``indent`` None: compact (files
+    holding long lists, e.g. window predictions)."""
+    return atomic_write_text(path, json.dumps(data, indent=indent, default=str))
 
 
 def atomic_savez(path: str | os.PathLike, arrays: dict[str, np.ndarray], compress: bool = True) -> Path:

@@ -71,3 +71,34 @@ def test_evaluate_folds_reports_clip_accuracy():
     results = evaluate_folds(nn.Flatten(), task, folds, "knn", EvalConfig.paper("knn", device="cpu", knn_k=3))
     for r in results:
         assert r.clip_top1 == 100.0 and r.balanced == 100.0 and r.top1 == 100.0 and r.config["knn_k"] == 3
+
+
+def test_results_keep_their_window_predictions_but_save_them_only_when_asked():
+    r = prediction_result("linear", Y_TRUE, Y_PRED, ("a", "b", "c"), GROUPS)
+    assert r.predictions.tolist() == Y_PRED.tolist()
+    assert "predictions" not in r.to_dict()  # evaluation.json stays as small as before
+    saved = json.loads(json.dumps(r.to_dict(predictions=True)))
+    assert saved["predictions"] == Y_PRED.tolist()
+    back = EvalResult.from_dict(saved)
+    assert back.predictions.tolist() == Y_PRED.tolist() and back == r
+    assert EvalResult.from_dict(r.to_dict()).predictions is None  # a file without them still loads
+    m = majority_result([2, 2, 0], Y_TRUE, ("a", "b", "c"), GROUPS)  # the floor predicts too: always class 2
+    assert m.predictions.tolist() == [2] * 7
+
+
+def test_evaluate_folds_results_predict_their_folds_test_windows():
+    g = torch.Generator().manual_seed(1)
+    groups = np.repeat(np.arange(12), 3)
+    y = groups % 3
+    x = torch.randn(36, 2, 4, 3, generator=g) * 0.1 + torch.eye(3).repeat(1, 8)[torch.as_tensor(y)].reshape(36, 2, 4, 3)
+    x[groups == 4] = x[groups == 5]  # clip 4 (class 1) looks like clip 5 (class 2)
+    task = SimpleNamespace(x=x, y=torch.as_tensor(y), groups=groups, label_names=("a", "b", "c"))
+    folds = [(np.flatnonzero(groups % 4 != k), np.flatnonzero(groups % 4 == k)) for k in range(4)]
+    results = evaluate_folds(nn.Flatten(), task, folds, "knn", EvalConfig.paper("knn", device="cpu", knn_k=3))
+    # fold 0 tests clips 0, 4, 8 (windows 0-2, 12-14, 24-26) and trains on clip 5: clip 4's windows, the 4th to
+    # 6th of its test array, are predicted class 2, the others right
+    assert results[0].predictions.tolist() == [0, 0, 0, 2, 2, 2, 2, 2, 2]
+    for (_, test), r in zip(folds, results):  # every fold: the predictions are the ones its metrics count
+        assert len(r.predictions) == len(test)
+        assert r.top1 == pytest.approx(100 * np.mean(r.predictions == y[test]))
+        assert r.balanced == pytest.approx(balanced_accuracy(y[test], r.predictions))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 
+import numpy as np
 import pytest
 
 from cagelib import cli
@@ -60,9 +61,21 @@ def test_demo_runs_twice_in_one_folder_and_writes_its_report(tmp_path, capsys):
     assert saved["seeds"]["0"]["health"]["emotion4+style15"]["final"]["epoch"] == 1
     report = (out / "report.md").read_text()
     assert "| pretrained, linear |" in report
-    # one seed gives no interval: the paired differences are there, as dashes
-    assert "Paired differences" in report
-    assert "| pretrained, linear (z) | random init, linear (z) | - | - |" in saved["differences"]
+    # one seed gives no interval: the paired differences are there, as dashes (over seeds and over clips)
+    assert "Paired differences" in report and "clips and seeds (bootstrap)" in report
+    assert "| pretrained, linear (z) | random init, linear (z) | - | - | - | - |" in saved["differences"]
+    # the seed keeps every row's prediction of every task window (one vector per repeat) and the windows' labels
+    kept = saved["seeds"]["0"]["predictions"]
+    task = gait_task(DataConfig(max_pretrain_windows=64))
+    assert kept["emotion4"]["labels"] == task.y.tolist() and kept["emotion4"]["clips"] == task.groups.tolist()
+    assert set(kept["emotion4"]["rows"]) == set(rows)
+    for name, vectors in kept["emotion4"]["rows"].items():
+        assert len(vectors) == 1 and len(vectors[0]) == len(task.y), name
+        assert set(vectors[0]) <= set(range(len(task.label_names))), name
+    # in place: on each fold's test windows the majority class predicts the fold's most frequent training class
+    majority = np.array(kept["emotion4"]["rows"]["majority class"][0])
+    for train, test in task.folds(2, 1, 0):  # the folds of seed 0 (exp.folds = 2, one repeat)
+        assert (majority[test] == np.bincount(task.y[train]).argmax()).all()
     # the run records the experiment it ran (the overrides applied), in experiment.json and results.json
     exp = Experiment.from_dict(json.loads((out / "experiment.json").read_text()))
     assert (exp.pretrain.epochs, exp.seeds, exp.folds, exp.data.max_pretrain_windows) == (1, (0,), 2, 64)
@@ -113,6 +126,7 @@ def test_the_paired_differences_pair_seeds_and_say_not_separable_within_the_nois
 
     report = {"seeds": {"0": seed(80, 70, 79), "1": seed(71, 61, 82), "2": seed(90, 80.5, 77)}}
     table = differences_table(report)
-    assert "| pretrained, linear (z) | random init, linear (z) | +9.8 [" in table and "A > B |" in table
+    assert "| pretrained, linear (z) | random init, linear (z) | +9.8 [" in table and "A > B | - |" in table
     assert "| pretrained, linear (z) | hand-crafted, logistic regression | +1.0 [" in table
-    assert table.count("not separable") == 1 and table.count("| - |") == 2  # k-NN, raw linear: rows absent
+    # k-NN, raw linear: rows absent; no predictions in this report: no bootstrap column's interval
+    assert table.count("not separable") == 1 and table.count("| - | - |") == 2

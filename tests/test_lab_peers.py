@@ -173,3 +173,28 @@ def test_run_jobs_reports_each_result_in_job_order_in_workers_and_inline():
         seen = []
         assert run_jobs(math.factorial, [3, 4, 5], workers, done=seen.append) == [6, 24, 120]
         assert seen == [6, 24, 120]
+
+
+def test_the_difference_table_bootstraps_clips_where_cells_kept_their_predictions():
+    """Two seeds of a method that is right on every window and a control right on half the clips: the t column
+    and the clips column both separate; cells without predictions (the committed ones) show no clips column."""
+    from cagelib.lab.peers import difference_table
+
+    labels = [c % 2 for c in range(20) for _ in range(3)]  # 20 clips of 3 windows, 2 classes
+    clips = [c for c in range(20) for _ in range(3)]
+    control = [y if c < 10 else 1 - y for y, c in zip(labels, clips)]  # wrong on the last 10 clips
+
+    def cell(method, row, predicted, seed, balanced):
+        probes = {p: {"top1": balanced, "balanced": balanced, "clip_top1": balanced} for p in ("linear (z)", "k-NN")}
+        return {"method": method, "seed": seed, "rows": {row: {"emotion4": probes}},
+                "predictions": {row: {"emotion4": {p: [predicted] for p in probes}}},
+                "windows": {"emotion4": {"labels": labels, "clips": clips}}}
+
+    loaded = [cell("geclr", "geclr", labels, s, 100.0 - s) for s in (0, 1)] + [
+        cell("controls", "random init (A-GCN)", control, s, 50.0 + s) for s in (0, 1)]
+    table = difference_table(loaded, ("emotion4",), "balanced")
+    row = next(line for line in table.splitlines() if line.startswith("| geclr | random init"))
+    assert row.count("A > B") == 4 and "+50.0 [" in row  # two probes x (t, clips)
+    for c in loaded:
+        del c["predictions"], c["windows"]
+    assert "(clips)" not in difference_table(loaded, ("emotion4",), "balanced")

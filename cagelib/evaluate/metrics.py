@@ -5,6 +5,10 @@ A task's windows are imbalanced (long clips give many windows) and near-duplicat
 besides window top-1 two numbers are reported: ``balanced_accuracy`` (mean per-class recall over the
 classes present in the test fold: chance is 1 / K whatever the imbalance) and ``clip_accuracy`` (one
 vote per clip: the majority of its windows' predictions, ties -> the lowest class index).
+Every ``EvalResult`` made by ``prediction_result`` keeps its window predictions in memory
+(``EvalResult.predictions``, in the order of the test windows) for a paired clip-level comparison
+(``cagelib.evaluate.compare.bootstrap_difference``); they are saved only where asked
+(``to_dict(predictions=True)``), so evaluation files stay small.
 """
 from __future__ import annotations
 
@@ -92,9 +96,13 @@ class EvalResult:
     clip_top1: float | None = None  # clip-level accuracy in % (clip_accuracy; only with test_groups)
     model: nn.Module | None = field(default=None, repr=False, compare=False)  # trained classifier
     #                                                    (finetune protocols); not serialised
+    predictions: np.ndarray | None = field(default=None, repr=False, compare=False)  # int64 (n_test,): the
+    #     predicted class of each test window, in the order of the test windows (a fold's ``test`` array);
+    #     serialised only by ``to_dict(predictions=True)``
 
-    def to_dict(self) -> dict:
-        """JSON-safe dict (nan -> None, tuples -> lists), without ``model``."""
+    def to_dict(self, predictions: bool = False) -> dict:
+        """JSON-safe dict (nan -> None, tuples -> lists), without ``model``; with ``predictions`` (and only then)
+        also the window predictions as a list of ints (``"predictions"``, absent when there are none)."""
         def clean(v):
             if isinstance(v, float):
                 return None if math.isnan(v) else v
@@ -103,14 +111,20 @@ class EvalResult:
             if isinstance(v, dict):
                 return {k: clean(u) for k, u in v.items()}
             return v
-        return {f.name: clean(copy.deepcopy(getattr(self, f.name))) for f in fields(self) if f.name != "model"}
+        out = {f.name: clean(copy.deepcopy(getattr(self, f.name))) for f in fields(self)
+               if f.name not in ("model", "predictions")}
+        if predictions and self.predictions is not None:
+            out["predictions"] = np.asarray(self.predictions, dtype=np.int64).tolist()
+        return out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "EvalResult":
-        """Inverse of ``to_dict``."""
+        """Inverse of ``to_dict`` (with or without ``predictions``)."""
         d = dict(d)
         d["per_class"] = [math.nan if v is None else v for v in d["per_class"]]
         d["label_names"] = tuple(d["label_names"])
+        if d.get("predictions") is not None:
+            d["predictions"] = np.asarray(d["predictions"], dtype=np.int64)
         return cls(**d)
 
 
@@ -156,7 +170,8 @@ def majority_result(train_y, test_y, label_names, test_groups=None):
 def prediction_result(protocol: str, test_y, predicted, label_names, test_groups=None, **fields) -> EvalResult:
     """``EvalResult`` of window predictions ``predicted (n,)`` against ``test_y (n,)``: top-1, per-class,
     confusion, balanced accuracy, and the clip-level accuracy when ``test_groups`` (clip of each window)
-    is given. ``fields``: the other ``EvalResult`` fields (train_loss, seed, config, n_train, ...)."""
+    is given. The result keeps ``predicted`` (``EvalResult.predictions``, not serialised by default).
+    ``fields``: the other ``EvalResult`` fields (train_loss, seed, config, n_train, ...)."""
     test_y, predicted = np.asarray(test_y, dtype=np.int64), np.asarray(predicted, dtype=np.int64)
     cm = confusion_matrix(test_y, predicted, len(label_names))
     return EvalResult(protocol=protocol, top1=100.0 * float((predicted == test_y).mean()) if len(test_y) else 0.0,
@@ -164,4 +179,4 @@ def prediction_result(protocol: str, test_y, predicted, label_names, test_groups
                       label_names=tuple(label_names), n_test=len(test_y),
                       balanced=balanced_accuracy(test_y, predicted) if len(test_y) else None,
                       clip_top1=None if test_groups is None else clip_accuracy(test_y, predicted, test_groups),
-                      **fields)
+                      predictions=predicted.copy(), **fields)

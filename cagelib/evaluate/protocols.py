@@ -324,7 +324,9 @@ def evaluate_folds(encoder: nn.Module, task, folds, protocol: str, config: EvalC
     """``protocol`` (one of ``FOLD_PROTOCOLS``) on ``encoder`` (None for linear and k-NN when ``task.x``
     holds features ``(n, F)`` extracted already) over ``folds`` ``[(train, test), ...]`` of
     ``task`` (``x``, ``y``, ``groups``: the clip of each window, ``label_names``; e.g.
-    ``cagelib.data.tasks.GaitTask``): one ``EvalResult`` per fold, with the clip-level accuracy. ``fraction``:
+    ``cagelib.data.tasks.GaitTask``): one ``EvalResult`` per fold, with the clip-level accuracy and, in memory
+    (``EvalResult.predictions``, not serialised by default), the predicted class of each test window in the
+    order of the fold's ``test`` array (``cagelib.lab.runner.window_predictions`` assembles them). ``fraction``:
     the semi-supervised label fraction (the k-NN's neighbours: ``config.knn_k``); ``on_fold()`` runs after every
     fold (progress bars)."""
     if protocol not in FOLD_PROTOCOLS:

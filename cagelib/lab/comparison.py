@@ -21,7 +21,9 @@ majority class              always the most frequent training class: the floor
 
 Each cell is window top-1, balanced accuracy (mean per-class recall) and clip accuracy (majority vote
 of a clip's windows), in %, as mean +- std over seeds of each seed's mean over folds. Seeds run through
-``runner.run_cell`` in parallel processes of one torch thread each (``jobs.run_jobs``).
+``runner.run_cell`` in parallel processes of one torch thread each (``jobs.run_jobs``). Each seed's result
+also keeps every row's window predictions (``"predictions"``), from which ``differences_table`` draws its
+clip-and-seed bootstrap interval beside the interval over seeds.
 """
 from __future__ import annotations
 
@@ -33,7 +35,8 @@ import numpy as np
 import torch
 
 from ..atomic import atomic_write_json, atomic_write_text
-from ..evaluate.compare import compare as paired, seeds_to_separate
+from ..evaluate.compare import BOOTSTRAP_METHOD, BOOTSTRAP_METRICS, T_METHOD, bootstrap_difference, seeds_to_separate
+from ..evaluate.compare import compare as paired
 from ..experiment import Experiment
 from ..provenance import provenance
 from .jobs import run_jobs
@@ -43,18 +46,23 @@ from .tables import format_mean_std, results_table
 
 def run_seed(exp: Experiment, seed: int, token: str | None = None) -> dict:
     """Everything of one seed (``runner.run_cell``, part "all") in the table's layout: ``{"tasks": {task:
-    {"<encoder>, <probe>" or "<reference row>": fold means}}, "health": ..., "seconds": ...}``."""
+    {"<encoder>, <probe>" or "<reference row>": fold means}}, "predictions": {task: {"labels": [...],
+    "clips": [...], "rows": {the same row names: [[class of each task window] per fold repeat]}}},
+    "health": ..., "seconds": ...}``."""
     cell = run_cell(exp, seed, "all", token=token)
-    probes, tasks = probe_names(exp), {}
+    probes, tasks, predictions = probe_names(exp), {}, {}
     for row, per_task in cell["rows"].items():
         for task, by_probe in per_task.items():
-            named = {f"{row}, {p}": by_probe[p] for p in probes if p in by_probe}
+            predicted = cell["predictions"][row][task]
+            windows = predictions.setdefault(task, {**cell["windows"][task], "rows": {}})["rows"]
             if row in ("pretrained", "random init") or row.startswith(("pretrained (", "random init (")):
-                tasks.setdefault(task, {}).update(named)
+                tasks.setdefault(task, {}).update({f"{row}, {p}": by_probe[p] for p in probes if p in by_probe})
+                windows.update({f"{row}, {p}": predicted[p] for p in probes if p in by_probe})
             else:  # a reference row: one result, whatever the probe
                 tasks.setdefault(task, {})[row] = by_probe[probes[0]]
-    return {"tasks": tasks, "health": cell["health"], "pretrain_seconds": cell["pretrain_seconds"],
-            "seconds": cell["seconds"]}
+                windows[row] = predicted[probes[0]]
+    return {"tasks": tasks, "predictions": predictions, "health": cell["health"],
+            "pretrain_seconds": cell["pretrain_seconds"], "seconds": cell["seconds"]}
 
 
 def _seed_job(args) -> dict:
@@ -63,7 +71,7 @@ def _seed_job(args) -> dict:
     exp, seed, token = args
     result = run_seed(exp, seed, token)
     check_output(exp.out, token)
-    atomic_write_json(Path(exp.out) / f"seed{seed}" / "result.json", result)
+    atomic_write_json(Path(exp.out) / f"seed{seed}" / "result.json", result, indent=None)  # window predictions
     return result
 
 
@@ -78,10 +86,12 @@ def compare(exp: Experiment, fresh: bool = True) -> dict:
     report = {"experiment": exp.to_dict(), "seeds": dict(zip(map(str, exp.seeds), per_seed)),
               "seconds": time.time() - started, "torch": torch.__version__, "provenance": provenance()}
     report["table"] = comparison_table(report)
+    t0 = time.time()
     report["differences"] = differences_table(report)
-    atomic_write_json(out / "results.json", report)
-    atomic_write_text(out / "table.md", report["table"] + "\n\nPaired differences, balanced accuracy in points "
-                      "(95 % interval over seeds, verdict):\n\n" + report["differences"] + "\n")
+    report["differences_seconds"] = time.time() - t0  # mostly the clip bootstrap
+    atomic_write_json(out / "results.json", report, indent=None)  # compact: it holds every window's predictions
+    atomic_write_text(out / "table.md", report["table"] + "\n\n" + DIFFERENCES_TITLE + "\n\n"
+                      + report["differences"] + "\n")
     return report
 
 
@@ -113,27 +123,55 @@ PAIRED = (  # (A, B): pretrained against its controls, the fair one first
 )
 
 
+DIFFERENCES_TITLE = (f"Paired differences A - B, balanced accuracy in points (95 % interval and verdict, "
+                     f"{T_METHOD} and {BOOTSTRAP_METHOD}):")
+
+
+def bootstrap_cell(report: dict, task: str, a: str, b: str, metric: str = "balanced", resamples: int = 2000):
+    """The clip-and-seed bootstrap ``Comparison`` of rows ``a`` and ``b`` on ``task`` from the seeds' window
+    predictions (``bootstrap_difference``, seeded 0), or None: fewer than 2 seeds, a seed without predictions
+    of both rows (a results.json written before they were kept), or a metric the bootstrap has no form of."""
+    per_seed = list(report["seeds"].values())
+    kept = [s.get("predictions", {}).get(task) for s in per_seed]
+    if len(per_seed) < 2 or metric not in BOOTSTRAP_METRICS or any(
+            k is None or a not in k["rows"] or b not in k["rows"] for k in kept):
+        return None
+    labels, clips = kept[0]["labels"], kept[0]["clips"]
+    if any(k["labels"] != labels or k["clips"] != clips for k in kept):
+        raise ValueError(f"differences_table: the seeds' windows of {task!r} differ (labels or clips): the "
+                         "bootstrap pairs the same windows across seeds")
+    return bootstrap_difference([k["rows"][a] for k in kept], [k["rows"][b] for k in kept], labels, clips,
+                                metric, resamples, seed=0, names=(a, b))
+
+
 def differences_table(report: dict, metric: str = "balanced") -> str:
-    """Markdown: per (A, B) of ``PAIRED`` and task, the paired difference A - B of ``metric`` over seeds with its
-    95 % interval and verdict (``cagelib.evaluate.compare``); where not separable, how many seeds would separate
-    a true difference of the observed size at the observed spread (``seeds_to_separate``); "-" with fewer than
-    2 seeds or a missing row."""
+    """Markdown: per (A, B) of ``PAIRED`` and task, the paired difference A - B of ``metric`` with two 95 %
+    intervals and verdicts (``cagelib.evaluate.compare``): "over seeds (t)", the Student-t interval over the
+    seeds' fold means (where not separable, how many seeds would separate a true difference of the observed
+    size at the observed spread, ``seeds_to_separate``), and "clips and seeds (bootstrap)", the bootstrap over
+    seeds and clips of the seeds' window predictions (``bootstrap_cell``; its difference is of the metric over
+    all windows, pooled over folds). "-" with fewer than 2 seeds, a missing row, or (bootstrap) no predictions
+    in the report."""
     per_seed = list(report["seeds"].values())
     tasks = list(per_seed[0]["tasks"])
     rows = []
     for a, b in PAIRED:
         line = {"A": a, "B": b}
         for task in tasks:
+            t_column, boot_column = f"{task} A - B {T_METHOD}", f"{task} A - B {BOOTSTRAP_METHOD}"
             have = all(a in s["tasks"][task] and b in s["tasks"][task] for s in per_seed)
             if len(per_seed) < 2 or not have:
-                line[f"{task} A - B"] = "-"
+                line[t_column] = line[boot_column] = "-"
                 continue
             x, y = ([s["tasks"][task][row][metric] for s in per_seed] for row in (a, b))
             c = paired(x, y)
-            line[f"{task} A - B"] = f"{c.difference:+.1f} [{c.low:+.1f}, {c.high:+.1f}] {c.verdict}"
+            line[t_column] = f"{c.difference:+.1f} [{c.low:+.1f}, {c.high:+.1f}] {c.verdict}"
             if c.verdict == "not separable":  # how many seeds a true difference of this size would need
                 needed = seeds_to_separate(c.difference, float(np.std(np.subtract(x, y), ddof=1)))
-                line[f"{task} A - B"] += f" (~{needed} seeds would separate it)" if needed else ""
+                line[t_column] += f" (~{needed} seeds would separate it)" if needed else ""
+            boot = bootstrap_cell(report, task, a, b, metric)
+            line[boot_column] = "-" if boot is None else (f"{boot.difference:+.1f} [{boot.low:+.1f}, "
+                                                          f"{boot.high:+.1f}] {boot.verdict}")
         rows.append(line)
     return results_table(rows)
 

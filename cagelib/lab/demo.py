@@ -26,7 +26,7 @@ import numpy as np
 from ..atomic import atomic_write_json, atomic_write_text
 from ..data import cut_windows, load_embedded
 from ..experiment import Experiment
-from .comparison import compare
+from .comparison import DIFFERENCES_TITLE, compare
 from .figures import save_figure
 from .runner import prepare_output
 from .skeleton_plots import skeleton_figure
@@ -77,11 +77,10 @@ def run(exp: Experiment) -> dict:
           f"{exp.workers} processes; then probes on {', '.join(exp.data.tasks)} ...", flush=True)
     report = compare(exp, fresh=False)
     report["total_seconds"] = time.time() - started
-    atomic_write_json(out / "results.json", report)
+    atomic_write_json(out / "results.json", report, indent=None)  # compact: it holds every window's predictions
     health = health_summary(report)
     print(report["table"])
-    print("\nPaired differences, balanced accuracy in points (95 % interval over seeds, verdict):\n"
-          + report["differences"])
+    print("\n" + DIFFERENCES_TITLE + "\n" + report["differences"])
     print("Training health (eval mode, fixed windows; before -> after pretraining, mean over seeds):\n" + health)
     _write_report(out, exp, report, health)
     print(f"\nResults: {out / 'report.md'} ({report['total_seconds']:.0f} s)")
@@ -111,9 +110,12 @@ each cell is the mean +- std over seeds of the seed's mean over folds, in %.
 
 {report['table']}
 
-Paired differences A - B, balanced accuracy in points: per seed on the same folds, the mean with its 95 %
-interval over seeds (Student's t, `cagelib.evaluate.compare`); "A > B" or "B > A" only where the interval
-excludes 0, else "not separable":
+Paired differences A - B, balanced accuracy in points, on the same folds, with two 95 % intervals
+(`cagelib.evaluate.compare`): "over seeds (t)" is Student's t over the seeds' fold means; "clips and seeds
+(bootstrap)" resamples the seeds and, stratified by class, the clips (a clip's windows are near-duplicates, so the
+clip is the unit of independence), scoring A and B on the same resample of their window predictions (its
+difference is over all windows, pooled over folds). "A > B" or "B > A" only where the interval excludes 0, else
+"not separable":
 
 {report['differences']}
 

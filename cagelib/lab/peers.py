@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import atomic_write_json, atomic_write_text
-from ..evaluate.compare import compare
+from ..evaluate.compare import bootstrap_difference, compare
 from ..evaluate.protocols import EvalConfig
 from ..experiment import Experiment
 from ..pretrain.config import PretrainConfig
@@ -92,7 +92,8 @@ def run_grid_cell(exp: Experiment, name: str, seed: int) -> dict:
     started = time.time()
     if name in REFERENCE_CELLS:
         result = run_cell(exp.cell(None), seed, "controls" if name == CONTROLS else "supervised")
-        rows = {("random init (A-GCN)" if row == "random init" else row): v for row, v in result["rows"].items()}
+        renamed = {"random init": "random init (A-GCN)"}
+        rows = {renamed.get(row, row): v for row, v in result["rows"].items()}
         cell = {"method": name, "seed": seed, "key": cell_key(exp, name), "rows": rows, "torch": result["torch"]}
     else:
         result = run_cell(exp.cell(name), seed, "method", run_dir=lambda group: Path(exp.runs or exp.out) /
@@ -103,6 +104,8 @@ def run_grid_cell(exp: Experiment, name: str, seed: int) -> dict:
                 "rows": {renamed[row]: v for row, v in result["rows"].items()}, "torch": result["torch"],
                 "pretrain_seconds": result["pretrain_seconds"][group], "steps": result["steps"][group],
                 "health": result["health"][group], "stream": result["stream"], "encoder": result["encoder"]}
+    cell["predictions"] = {renamed.get(row, row): v for row, v in result["predictions"].items()}  # bootstrap
+    cell["windows"] = result["windows"]
     cell["seconds"] = time.time() - started
     return cell
 
@@ -127,7 +130,7 @@ def done(exp: Experiment, name: str, seed: int) -> bool:
 def _cell_job(args) -> tuple[str, int, float]:
     exp, name, seed = args
     cell = run_grid_cell(exp, name, seed)
-    atomic_write_json(cell_path(exp, name, seed), cell)
+    atomic_write_json(cell_path(exp, name, seed), cell, indent=None)  # compact: every window's predictions
     return name, seed, cell["seconds"]
 
 
@@ -193,14 +196,21 @@ COMPARED_PROBES = ("linear (z)", "k-NN")  # the fair probes (standardised featur
 
 
 def difference_table(loaded: list[dict], tasks, metric: str) -> str:
-    """Per method and task: the paired difference over seeds (``cagelib.evaluate.compare``, 95 % interval,
-    verdict) of ``metric`` against the same encoder at random init (its fair control) and against GE-CLR
-    (the paper's baseline), on the fair probes. Seeds are paired by their number (same folds)."""
+    """Per method and task: the paired difference over seeds of ``metric`` against the same encoder at random
+    init (its fair control) and against GE-CLR (the paper's baseline), on the fair probes, with two 95 %
+    intervals (``cagelib.evaluate.compare``): over the seeds' fold means (Student's t), and, where the cells
+    kept their window predictions, a bootstrap over seeds and test clips. Seeds are paired by their number."""
     values: dict[str, dict[int, dict]] = {}  # row -> seed -> per-task probe results
+    kept: dict[str, dict[int, dict]] = {}  # row -> seed -> per-task probe -> window predictions
+    windows: dict[int, dict] = {}  # seed -> task -> labels, clips
     for cell in loaded:
         for row, per_task in cell["rows"].items():
             values.setdefault(row, {})[cell["seed"]] = per_task
+        for row, per_task in cell.get("predictions", {}).items():
+            kept.setdefault(row, {})[cell["seed"]] = per_task
+        windows.update({cell["seed"]: cell["windows"]} if "windows" in cell else {})
     methods = [c["method"] for c in loaded if c["method"] not in REFERENCE_CELLS]
+    with_clips = any("predictions" in c for c in loaded)  # cells written before predictions were kept: t only
     lines = []
     for method in dict.fromkeys(methods):
         for other in (FAIR_CONTROLS.get(method, "random init (A-GCN)"), "geclr"):
@@ -209,17 +219,32 @@ def difference_table(loaded: list[dict], tasks, metric: str) -> str:
             line = {"A": method, "B": other}
             for task in tasks:
                 for probe in COMPARED_PROBES:
-                    seeds = sorted(set(values[method]) & set(values[other]))
+                    seeds = sorted(s for s in set(values[method]) & set(values[other])
+                                   if probe in values[method][s].get(task, {}))
                     pairs = [(values[method][s][task][probe][metric], values[other][s][task][probe][metric])
-                             for s in seeds if probe in values[method][s].get(task, {})]
+                             for s in seeds]
                     if len(pairs) < 2:
                         line[f"{task} {probe}"] = "-"
                         continue
                     c = compare([a for a, _ in pairs], [b for _, b in pairs])
-                    verdict = {"A > B": "A > B", "B > A": "B > A"}.get(c.verdict, "not separable")
-                    line[f"{task} {probe}"] = f"{c.difference:+.1f} [{c.low:+.1f}, {c.high:+.1f}] {verdict}"
+                    line[f"{task} {probe}"] = f"{c.difference:+.1f} [{c.low:+.1f}, {c.high:+.1f}] {c.verdict}"
+                    if with_clips:
+                        boot = _bootstrap(kept, windows, method, other, task, probe, seeds, metric)
+                        line[f"{task} {probe} (clips)"] = boot or "-"
             lines.append(line)
     return results_table(lines)
+
+
+def _bootstrap(kept, windows, a: str, b: str, task: str, probe: str, seeds, metric: str) -> str | None:
+    """The clip-and-seed bootstrap cell of rows ``a`` and ``b`` (None: a seed without kept predictions)."""
+    try:
+        pa = [kept[a][s][task][probe] for s in seeds]
+        pb = [kept[b][s][task][probe] for s in seeds]
+        labels, clips = windows[seeds[0]][task]["labels"], windows[seeds[0]][task]["clips"]
+    except KeyError:
+        return None
+    c = bootstrap_difference(pa, pb, labels, clips, metric, seed=0, names=(a, b))
+    return f"{c.difference:+.1f} [{c.low:+.1f}, {c.high:+.1f}] {c.verdict}"
 
 
 def cost_table(loaded: list[dict]) -> str:
@@ -273,8 +298,9 @@ depend on the probe: their one result is repeated in every column.
 
 ## Paired differences (balanced accuracy, points; 95 % interval over seeds and verdict)
 
-A - B per seed on the same folds, the mean with Student's t interval over the seeds (`cagelib.evaluate.compare`):
-"A > B" or "B > A" only where the interval excludes 0. B is the same encoder at random init (the fair control)
+A - B per seed on the same folds, the mean with Student's t interval over the seeds (`cagelib.evaluate.compare`);
+where the cells kept their window predictions, the "(clips)" columns add a bootstrap over seeds and test clips
+(the clip is the unit of independence, `bootstrap_difference`). "A > B" or "B > A" only where the interval excludes 0. B is the same encoder at random init (the fair control)
 or GE-CLR (the paper's baseline); the probes are the fair ones (z-scored features, k-NN). With this many
 comparisons at 95 %, a few "separated" cells are expected by chance alone; each was measured on one machine and
 one kernel set (the demo's readings are checked on two: README).

@@ -7,7 +7,14 @@ same clip-grouped folds (drawn with the seed), probes the pretrained encoder and
 random initialisation with ``exp.protocols``, beside the reference rows (hand-crafted gait features, the
 majority class, and the supervised model on ``exp.supervised_tasks``)::
 
-    {"rows": {row: {task: {probe: {"top1", "balanced", "clip_top1"}}}}, "health": ..., "seconds": ...}
+    {"rows": {row: {task: {probe: {"top1", "balanced", "clip_top1"}}}}, "health": ..., "seconds": ...,
+     "predictions": {row: {task: {probe: [[class of window 0, 1, ...] per repeat]}}},
+     "windows": {task: {"labels": [...], "clips": [...]}}}
+
+``predictions`` hold, per row, task and probe, the predicted class of every task window (each window is in
+exactly one test fold of a repeat; one vector per repeat), and ``windows`` the windows' labels and clip ids
+(``task.y``, ``task.groups``) once per task: what the clip-level paired bootstrap
+(``cagelib.evaluate.compare.bootstrap_difference``) needs.
 
 Probes: ``linear`` gives "linear" (raw features) and "linear (z)" (z-scored with the training side's
 statistics), ``knn`` gives "k-NN", ``finetune`` gives "finetune". A reference row holds its one result
@@ -48,6 +55,37 @@ def fold_means(results) -> dict:
     return {key: float(np.mean([getattr(r, key) for r in results])) for key, _ in METRICS}
 
 
+def window_predictions(results, folds, n_windows: int) -> list[list[int]]:
+    """Per fold repeat, the predicted class of each of the task's ``n_windows`` windows: ``results[i]`` (an
+    ``EvalResult`` with ``predictions``) belongs to ``folds[i] = (train, test)``. A repeat is a run of folds
+    whose test sides partition the windows (``repeated_grouped_kfold``: every window in exactly one test fold
+    per repeat); a fold whose test windows were already predicted starts the next repeat. Raises
+    ``ValueError`` if a repeat leaves a window unpredicted or a result holds no predictions."""
+    if len(results) != len(folds):
+        raise ValueError(f"window_predictions: {len(results)} results for {len(folds)} folds")
+    repeats, current = [], None
+    for i, (result, (_, test)) in enumerate(zip(results, folds)):
+        test = np.asarray(test, dtype=np.int64)
+        if result.predictions is None or len(result.predictions) != len(test):
+            raise ValueError(f"window_predictions: fold {i}'s result holds no predictions of its {len(test)} test "
+                             "windows")
+        if current is None or (current[test] >= 0).any():
+            current = np.full(n_windows, -1, dtype=np.int64)
+            repeats.append(current)
+        current[test] = result.predictions
+    for r, vector in enumerate(repeats):
+        if (vector < 0).any():
+            raise ValueError(f"window_predictions: repeat {r} leaves {int((vector < 0).sum())} of {n_windows} "
+                             "windows out of every test fold")
+    return [vector.tolist() for vector in repeats]
+
+
+def window_labels(task) -> dict:
+    """``{"labels": [...], "clips": [...]}``: the class and the clip of each task window, as lists of ints."""
+    return {"labels": np.asarray(task.y, dtype=np.int64).tolist(),
+            "clips": np.asarray(task.groups, dtype=np.int64).tolist()}
+
+
 def corpus_groups(tasks, gs) -> list[list[str]]:
     """``tasks`` grouped by their pretraining corpus: the tasks of one family share one corpus (the clips
     outside the family), so one pretraining serves them all (emotion4 and style15: one group)."""
@@ -65,8 +103,14 @@ def health_labels(task) -> tuple:
 
 
 def probe_rows(encoder, task, folds, exp: Experiment, seed: int, protocols=None) -> dict:
-    """Probe name -> fold means of one encoder of Cartesian windows (a ``StreamEncoder``). Features are
-    extracted once for the feature probes (eval mode: the same as per fold)."""
+    """Probe name -> fold means of one encoder of Cartesian windows (a ``StreamEncoder``): ``probe_results``."""
+    return {probe: fold_means(results) for probe, results in probe_results(encoder, task, folds, exp, seed,
+                                                                            protocols).items()}
+
+
+def probe_results(encoder, task, folds, exp: Experiment, seed: int, protocols=None) -> dict:
+    """Probe name -> the ``EvalResult`` of each fold, of one encoder of Cartesian windows (a ``StreamEncoder``).
+    Features are extracted once for the feature probes (eval mode: the same as per fold)."""
     protocols = exp.protocols if protocols is None else protocols
     linear = exp.eval_config("linear", seed)
     features = extract_features(encoder.eval(), task.x, linear.eval_batch_size, linear.device)  # (n, F)
@@ -79,7 +123,7 @@ def probe_rows(encoder, task, folds, exp: Experiment, seed: int, protocols=None)
         out["k-NN"] = evaluate_folds(None, on_features, folds, "knn", exp.eval_config("knn", seed))
     if "finetune" in protocols:
         out["finetune"] = evaluate_folds(encoder, task, folds, "finetune", exp.eval_config("finetune", seed))
-    return {probe: fold_means(results) for probe, results in out.items()}
+    return out
 
 
 def supervised_rows(exp: Experiment, task, folds, seed: int, model_config) -> list:
@@ -93,7 +137,14 @@ def supervised_rows(exp: Experiment, task, folds, seed: int, model_config) -> li
 
 def reference_rows(exp: Experiment, task, folds, seed: int, model_config, supervised: bool) -> dict:
     """Row -> fold means of the hand-crafted features, the majority class and (``supervised``) the supervised
-    reference, over ``folds``."""
+    reference, over ``folds``: ``reference_results``."""
+    return {row: fold_means(results) for row, results in reference_results(exp, task, folds, seed, model_config,
+                                                                            supervised).items()}
+
+
+def reference_results(exp: Experiment, task, folds, seed: int, model_config, supervised: bool) -> dict:
+    """Row -> the ``EvalResult`` of each fold of the hand-crafted features, the majority class and
+    (``supervised``) the supervised reference, over ``folds``."""
     rows = {HANDCRAFTED: [], MAJORITY: []}
     features = gait_features(task.x_first_frame, task.fps, task.lengths)  # (n, 62), first-frame windows
     for train, test in folds:
@@ -104,7 +155,7 @@ def reference_rows(exp: Experiment, task, folds, seed: int, model_config, superv
         rows[MAJORITY].append(majority_result(task.y[train], task.y[test], task.label_names, task.groups[test]))
     if supervised:
         rows[SUPERVISED_ROW] = supervised_rows(exp, task, folds, seed, model_config)
-    return {row: fold_means(results) for row, results in rows.items()}
+    return rows
 
 
 def run_cell(exp: Experiment, seed: int, part: str = "all", run_dir=None, token: str | None = None) -> dict:
@@ -113,19 +164,22 @@ def run_cell(exp: Experiment, seed: int, part: str = "all", run_dir=None, token:
     when its encoder is not the A-GCN: a peer-grid cell), "controls" (the A-GCN at random init and the
     reference rows but the supervised one), "supervised" (the supervised reference alone). ``run_dir(group)``:
     the run folder of a corpus group (default ``exp.run_folder("seed<s>", "pretrain_<tasks>")``); an
-    interrupted run there is started again. ``token``: the output folder's run token, checked first."""
+    interrupted run there is started again. ``token``: the output folder's run token, checked first. Besides
+    the fold means, the cell holds every row's window predictions and the tasks' labels and clips
+    (module docstring)."""
     if part not in PARTS:
         raise ValueError(f"run_cell: part must be one of {PARTS}, got {part!r}")
     torch.set_num_threads(1)
     started, gs = time.time(), embedded_set()
-    cell = {"rows": {}, "health": {}, "pretrain_seconds": {}, "steps": {}, "torch": torch.__version__}
+    cell = {"rows": {}, "health": {}, "pretrain_seconds": {}, "steps": {}, "torch": torch.__version__,
+            "predictions": {}, "windows": {}}
     run_dir = run_dir or (lambda group: exp.run_folder(f"seed{seed}", f"pretrain_{'+'.join(group)}"))
     for group in corpus_groups(exp.data.tasks, gs):
         built = {t: gait_task(exp.data, gs, t) for t in group}
         folds = {t: task.folds(exp.folds, exp.repeats, seed) for t, task in built.items()}
         config = exp.pretrain_config(seed, run_dir(group))
         random_init = build_model(config)  # the weights the pretraining starts from
-        rows = {}
+        rows = {}  # row -> task -> probe -> the fold results
         if part in ("all", "method"):
             check_output(exp.out, token)
             first, key = built[group[0]], "+".join(group)
@@ -140,24 +194,33 @@ def run_cell(exp: Experiment, seed: int, part: str = "all", run_dir=None, token:
                 suffix = f" ({stream})" if part == "all" and len(streams) > 1 else ""
                 pretrained, initial = StreamEncoder(result.model, stream), StreamEncoder(random_init, stream)
                 cell.update(stream=pretrained.stream, encoder=type(pretrained.encoder).__name__)
-                rows["pretrained" + suffix] = {t: probe_rows(pretrained, built[t], folds[t], exp, seed) for t in group}
+                rows["pretrained" + suffix] = {t: probe_results(pretrained, built[t], folds[t], exp, seed)
+                                               for t in group}
                 if part == "all" or not isinstance(initial.encoder, AGCN):
                     own = (exp.protocols if part == "all" else tuple(p for p in exp.protocols if p != "finetune"))
-                    rows["random init" + suffix] = {t: probe_rows(initial, built[t], folds[t], exp, seed, own)
+                    rows["random init" + suffix] = {t: probe_results(initial, built[t], folds[t], exp, seed, own)
                                                     for t in group}
         if part == "controls":
             initial = StreamEncoder(random_init)  # the A-GCN at the seed's initialisation
-            rows["random init"] = {t: probe_rows(initial, built[t], folds[t], exp, seed) for t in group}
+            rows["random init"] = {t: probe_results(initial, built[t], folds[t], exp, seed) for t in group}
         if part in ("all", "controls", "supervised"):
             for t in group:
                 supervised = t in exp.supervised_tasks and part != "controls"
-                refs = reference_rows(exp, built[t], folds[t], seed, config.model, supervised) \
-                    if part != "supervised" else {SUPERVISED_ROW: fold_means(
-                        supervised_rows(exp, built[t], folds[t], seed, config.model))}
-                for row, means in refs.items():
-                    rows.setdefault(row, {})[t] = {probe: means for probe in probe_names(exp)}
+                refs = reference_results(exp, built[t], folds[t], seed, config.model, supervised) \
+                    if part != "supervised" else {SUPERVISED_ROW: supervised_rows(exp, built[t], folds[t], seed,
+                                                                                  config.model)}
+                for row, results in refs.items():  # a reference row: its one result under every probe
+                    rows.setdefault(row, {})[t] = {probe: results for probe in probe_names(exp)}
         for row, per_task in rows.items():
-            cell["rows"].setdefault(row, {}).update(per_task)
+            for t, by_probe in per_task.items():
+                cell["rows"].setdefault(row, {})[t] = {p: fold_means(r) for p, r in by_probe.items()}
+                vectors = {}  # a reference row's one result: its predictions once, shared by every probe
+                for p, r in by_probe.items():
+                    if id(r) not in vectors:
+                        vectors[id(r)] = window_predictions(r, folds[t], len(built[t].y))
+                    cell["predictions"].setdefault(row, {}).setdefault(t, {})[p] = vectors[id(r)]
+        for t in group:
+            cell["windows"][t] = window_labels(built[t])
     cell["seconds"] = time.time() - started
     return cell
 
