@@ -43,11 +43,6 @@ def test_registered_built_through_the_registry_and_the_config_round_trips():
     assert isinstance(method, AimCLR) and set(method.encoders()) == {"cartesian"}
     again = PretrainConfig.from_dict(json.loads(json.dumps(config.to_dict())))
     assert again == config and again.options.blur_sigma == (0.5, 1.0)
-    old = {**config.to_dict(), "schema": 1}
-    del old["options"]  # a schema-1 config.json (before options): the peer's own field
-    old["aimclr"] = config.to_dict()["options"]
-    assert PretrainConfig.load(old) == config
-    assert PretrainConfig.from_dict({}) == PretrainConfig()
     paper = PretrainConfig.paper("aimclr")
     assert (paper.epochs, paper.milestones, paper.options.mining_epoch) == (300, (250,), 150)
     for bad in (dict(topk=0), dict(flip_p=1.5), dict(blur_kernel=4), dict(views="nope")):

@@ -48,11 +48,6 @@ def test_registered_selectable_and_the_config_round_trips():
     assert isinstance(model, CrossCLR) and model.cross_epoch == 3
     again = PretrainConfig.from_dict(json.loads(json.dumps(config.to_dict())))
     assert again == config and again.options.topk == 2
-    old = {**config.to_dict(), "schema": 1}
-    del old["options"]  # a schema-1 config.json (before options): the peer's own field
-    old["crossclr"] = config.to_dict()["options"]
-    assert PretrainConfig.load(old) == config
-    assert PretrainConfig.from_dict({}) == PretrainConfig()
     assert build_method(crossclr_config(epochs=10)).cross_epoch == 5  # None: half the run
     paper = PretrainConfig.paper("crossclr")
     assert (paper.epochs, paper.milestones, paper.batch_size, paper.options.cross_epoch) == (300, (250,), 128, 150)

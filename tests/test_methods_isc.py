@@ -44,11 +44,6 @@ def test_registered_selectable_and_the_config_round_trips():
     assert isinstance(model, ISC) and model.encoders()["sequence"].out_dim == 16
     again = PretrainConfig.from_dict(json.loads(json.dumps(config.to_dict())))
     assert again == config and again.options.crop_ratio == (0.1, 1.0)
-    old = {**config.to_dict(), "schema": 1}
-    del old["options"]  # a schema-1 config.json (before options): the peer's own field
-    old["isc"] = config.to_dict()["options"]
-    assert PretrainConfig.load(old) == config
-    assert PretrainConfig.from_dict({}) == PretrainConfig()
     paper = PretrainConfig.paper("isc")
     assert (paper.epochs, paper.milestones, paper.lr, paper.batch_size) == (451, (351,), 0.01, 64)
     assert (paper.options.gru_hidden, paper.options.gru_layers) == (1024, 3)

@@ -2,13 +2,15 @@
 encoders; notebooks, the demo and the grid list the methods from it."""
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
 from cagelib.data.synthetic import synthetic_gaits
 from cagelib.methods.cage import ContrastConfig
 from cagelib.methods.encoders import AGCNConfig
-from cagelib.methods.registry import available_methods, build_method, register
+from cagelib.methods.registry import available_methods, build_method, method, register
 from cagelib.pretrain.config import PretrainConfig, build_model
 
 TINY = AGCNConfig.small(widths=(32, 64), strides=(1, 2))
@@ -43,3 +45,13 @@ def test_an_unknown_method_is_refused():
     config.contrast.method = "nope"
     with pytest.raises(ValueError, match="registered: geclr"):
         build_method(config)
+
+
+@pytest.mark.parametrize("name", [m for m in available_methods() if method(m).options is not None])
+def test_a_schema_1_config_of_a_peer_loads_with_its_own_field_as_options(name):
+    """A config.json written before ``options`` (schema 1) held the peer's settings in a field named after it."""
+    config = PretrainConfig(contrast=ContrastConfig(method=name), model=AGCNConfig.small()).with_options()
+    old = {**json.loads(json.dumps(config.to_dict())), "schema": 1}
+    old[name] = old.pop("options")
+    assert PretrainConfig.load(old) == config
+    assert PretrainConfig.from_dict({}) == PretrainConfig()
