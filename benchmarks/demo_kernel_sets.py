@@ -34,6 +34,7 @@ COMPARISONS = (
     ("pretrained, linear", "random init, linear", "the paper's raw-feature protocol; random-init features are nearly collinear"),
     ("pretrained, linear", "hand-crafted, logistic regression", "62 hand-crafted gait features"),
     ("pretrained, linear (z)", "hand-crafted, logistic regression", "62 hand-crafted gait features"),
+    ("pretrained, linear (z)", "STEP features, logistic regression", "STEP's 175 per-frame affective values"),
 )
 
 
@@ -92,7 +93,7 @@ def reading_lines(found: list[dict]) -> list[str]:
             if reading == "differs between kernel sets":
                 reading = "not separable (separated on one kernel set only)"
             parts = ", ".join(f"{dict(METRICS)[r['metric']].replace(' %', '')} "
-                              + " / ".join(f"{c.difference:+.1f} [{c.low:+.1f}, {c.high:+.1f}]" for c in r["found"])
+                              + " / ".join(c.cell(verdict=False) for c in r["found"])
                               for r in mine)
             lines.append(f"- **{task}**, {row_a} vs {row_b} ({what}): {parts} points: **{reading}**")
     return lines
@@ -113,7 +114,7 @@ def render(a: dict, b: dict, labels: tuple[str, str], command: str) -> str:
              "|---|---|---|---|---|---|---|"]
     found = readings(a, b, labels)
     for r in found:
-        cells = [f"{c.difference:+.1f} [{c.low:+.1f}, {c.high:+.1f}] {c.verdict}" for c in r["found"]]
+        cells = [c.cell() for c in r["found"]]
         name = dict(METRICS)[r["metric"]]
         lines.append(f"| {r['task']} | {name} | {r['a']} | {r['b']} | {cells[0]} | {cells[1]} | **{r['holds']}** |")
     lines += ["", "## Readings (the README's, generated from the verdicts above)", "",

@@ -12,6 +12,13 @@ no supervised reference), run in parallel processes of one torch thread. A cell'
 finishes (``benchmarks/results/learning_grid/``), so an interrupted grid continues where it stopped;
 ``learning_grid.md`` is rebuilt from the JSON files. The health columns come from the run's
 ``health_init.json`` and last ``metrics.jsonl`` record (``cagelib.pretrain.health``).
+
+A cell's JSON also keeps ``run_seed``'s window predictions (``"predictions"``: per task the windows' labels and
+clips and, per row, the predicted class of every window per fold repeat; each list on one line), from which the
+table gives, per cell, task and fair probe (linear (z), k-NN), the paired difference "pretrained - random init" of
+balanced accuracy with the 95 % bootstrap interval over the test clips and the cell's seeds
+(``cagelib.evaluate.compare.bootstrap_difference``) and its verdict; "-" for a cell written before the predictions
+were kept.
 """
 from __future__ import annotations
 
@@ -25,13 +32,16 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from cagelib.evaluate.compare import Comparison, bootstrap_difference  # noqa: E402
 from cagelib.experiment import Experiment, load  # noqa: E402
 from cagelib.lab.comparison import run_seed  # noqa: E402
+from cagelib.atomic import json_text  # noqa: E402
 from cagelib.lab.runner import prepare_output  # noqa: E402
 from cagelib.lab.tables import format_mean_std, results_table  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "learning_grid"  # one JSON per cell (committed)
 RUNS = Path(__file__).resolve().parents[1] / "outputs" / "learning_grid"  # run folders (not committed)
+TASKS, FAIR_PROBES = ("emotion4", "style15"), ("linear (z)", "k-NN")  # the table's tasks and probes
 CELLS = ([("geclr", r, v) for r in ("first_frame", "root_relative", "root_velocity") for v in ("paper", "crop", "body")]
          + [("cage", "root_relative", v) for v in ("paper", "body")])
 
@@ -54,14 +64,31 @@ def run_cell(args) -> str:
     name = cell_name(method, representation, views, seed)
     exp = cell_experiment(method, representation, views, seed, epochs)
     prepare_output(exp.out)
-    result = run_seed(exp, seed)
-    result.pop("predictions", None)  # the committed cells keep the fold means, not every window's prediction
+    result = run_seed(exp, seed)  # with its window predictions, for the paired differences of the table
     metrics = next(Path(exp.out).glob("seed*/pretrain_*/metrics.jsonl"))
     result["history"] = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
     result["cell"] = {"method": method, "representation": representation, "views": views, "seed": seed,
                       "epochs": epochs}
-    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=1, default=float))
+    (RESULTS / f"{name}.json").write_text(json_text(result, indent=1, default=float) + "\n")
     return name
+
+
+def paired_difference(results: list[dict], task: str, a: str, b: str) -> Comparison | None:
+    """Rows ``a`` - ``b`` of balanced accuracy on ``task`` over the seeds ``results`` of one cell: the clip-and-seed
+    bootstrap (``bootstrap_difference``: its default replicates, seeded 0; with one seed, over the test clips
+    only) of the kept window predictions (``result["predictions"][task]``: ``labels``, ``clips`` ``(n,)`` and
+    ``rows``: per row ``(repeats, n)``). None when a seed kept no predictions of both rows (a cell written before
+    they were kept).
+    ``comparison.bootstrap_cell`` reads the same layout but wants 2 seeds or more; a grid cell has one."""
+    kept = [r.get("predictions", {}).get(task) for r in results]
+    if any(k is None or a not in k["rows"] or b not in k["rows"] for k in kept):
+        return None
+    labels, clips = kept[0]["labels"], kept[0]["clips"]
+    if any(k["labels"] != labels or k["clips"] != clips for k in kept):
+        raise ValueError(f"learning grid: the seeds' windows of {task!r} differ (labels or clips): the bootstrap "
+                         "pairs the same windows across seeds")
+    return bootstrap_difference([k["rows"][a] for k in kept], [k["rows"][b] for k in kept], labels, clips,
+                                "balanced", seed=0, names=(a, b))
 
 
 def _cell_row(results: list[dict]) -> dict:
@@ -82,12 +109,18 @@ def _cell_row(results: list[dict]) -> dict:
         row[f"{label} init -> final"] = f"{stat(init)} -> {stat(final)}"
     row["loss epoch 1 -> last"] = (f"{stat([r['history'][0]['loss'] for r in results], 2)} -> "
                                   f"{stat([r['history'][-1]['loss'] for r in results], 2)}")
-    for task in ("emotion4", "style15"):
+    for task in TASKS:
         for encoder in ("pretrained", "random init"):
             suffix = " (cartesian)" if f"{encoder} (cartesian), linear (z)" in results[0]["tasks"][task] else ""
-            for probe in ("linear (z)", "k-NN"):
+            for probe in FAIR_PROBES:
                 values = [r["tasks"][task][f"{encoder}{suffix}, {probe}"]["balanced"] for r in results]
                 row[f"{task} {encoder} {probe} bal. %"] = stat(values, 1)
+    for task in TASKS:
+        suffix = " (cartesian)" if "pretrained (cartesian), linear (z)" in results[0]["tasks"][task] else ""
+        for probe in FAIR_PROBES:
+            c = paired_difference(results, task, f"pretrained{suffix}, {probe}", f"random init{suffix}, {probe}")
+            row[f"{task} {probe} pretrained - random init bal. points [95 % interval] verdict"] = (
+                "-" if c is None else c.cell())
     return row
 
 
@@ -104,6 +137,13 @@ def write_table() -> str:
             "Health: eval-mode retrieval@256 of the matching view (chance 0.004), feature spread (1 = spread over "
             "the sphere, 0 = collapsed) and the k-NN monitor on emotion4 training windows, before -> after "
             "pretraining. Probes: balanced accuracy in % on clip-grouped folds, mean (+- std over seeds).\n\n"
+            "Paired differences (the last columns): pretrained - random init (the same encoder before pretraining, "
+            "the same probe) of balanced accuracy over all the task's windows pooled over the folds, in points, "
+            "with a 95 % interval from a bootstrap that resamples the test clips (a clip's windows together: the "
+            "clip is the unit of independence, not the window) and the cell's seeds; with one seed the interval is "
+            "over the test clips only. Verdict \"A > B\": pretrained > random init, \"B > A\": the reverse, "
+            "\"not separable\": the interval contains 0. \"-\": the cell was written before its window "
+            "predictions were kept (rerun it to fill them in).\n\n"
             + table + "\n")
     (RESULTS.parent / "learning_grid.md").write_text(text)
     return text

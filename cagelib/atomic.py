@@ -164,6 +164,21 @@ def atomic_write_json(path: str | os.PathLike, data: Any, indent: int | None = 2
     return atomic_write_text(path, json.dumps(data, indent=indent, default=str))
 
 
+def json_text(data: Any, indent: int = 2, default=str, level: int = 0) -> str:
+    """``data`` as JSON, indented by ``indent`` spaces per level, with every list of scalars (a window
+    prediction vector, a confusion row) on one line: readable, and compact where the long lists are.
+    ``default``: as ``json.dumps`` (non-JSON values; ``str`` as ``cagelib.atomic.atomic_write_json``)."""
+    pad, inner = " " * indent * level, " " * indent * (level + 1)
+    if isinstance(data, dict) and data:
+        items = [f"{inner}{json.dumps(k if isinstance(k, str) else json.dumps(k))}: "  # keys as json.dumps makes them
+                 f"{json_text(v, indent, default, level + 1)}" for k, v in data.items()]
+        return "{\n" + ",\n".join(items) + "\n" + pad + "}"
+    if isinstance(data, (list, tuple)) and any(isinstance(v, (dict, list, tuple)) for v in data):
+        return ("[\n" + ",\n".join(inner + json_text(v, indent, default, level + 1) for v in data)
+                + "\n" + pad + "]")
+    return json.dumps(data, default=default)
+
+
 def atomic_savez(path: str | os.PathLike, arrays: dict[str, np.ndarray], compress: bool = True) -> Path:
     """Write ``arrays`` as an ``.npz`` (what ``np.load`` reads) to ``path`` atomically.
     Deflate-compressed unless ``compress=False``; the bytes depend on the data only."""

@@ -38,6 +38,7 @@ from .pretrain.config import PretrainConfig, _type_problem
 PRESETS_DIR = Path(__file__).resolve().parent / "configs"
 SCHEMA = 1  # the layout of experiment.json
 PROBES = ("linear", "knn", "finetune", "semi-supervised")  # Experiment.protocols
+STREAM_READS = ("auto", "cartesian", "spherical", "both", "each")  # Experiment.stream
 # Settings of the sections that a run takes from elsewhere in the tree: not overridable (ParameterError), skipped by
 # settings_help. key -> where it comes from.
 DERIVED = {"pretrain.seed": "seeds", "pretrain.run_dir": "out / runs and the cell", "pretrain.progress": "the job",
@@ -63,7 +64,8 @@ class Experiment:
     folds: int = 4  # clip-grouped folds per repeat (7 clips per emotion: at most 7)
     repeats: int = 1  # repeats of the fold assignment
     label_fractions: tuple = (0.5,)  # semi-supervised: fractions of the training clips with labels
-    stream: str = "auto"  # the encoder read: auto (the method's first), cartesian, spherical, both (CAGE)
+    stream: str = "auto"  # the encoder read: auto (the method's first), cartesian, spherical, both (CAGE);
+    #                       each (grid cells: every stream of the method, and all of them concatenated)
     seeds: tuple = (0, 1, 2)  # one pretraining and one fold draw per seed (paired across methods)
     workers: int = 1  # parallel processes (seeds, cells), one torch thread each
     threads: int = 1  # torch CPU threads of a process that runs alone (0: one per core)
@@ -84,8 +86,8 @@ class Experiment:
                 raise ValueError(f"Experiment: {name} must be {need}, got {getattr(self, name)}")
         if any(not 0 < f <= 1 for f in self.label_fractions):
             raise ValueError(f"Experiment: label_fractions must be in (0, 1], got {list(self.label_fractions)}")
-        if self.stream not in ("auto", "cartesian", "spherical", "both"):
-            raise ValueError(f"Experiment: stream must be auto, cartesian, spherical or both, got {self.stream!r}")
+        if self.stream not in STREAM_READS:
+            raise ValueError(f"Experiment: stream must be one of {', '.join(STREAM_READS)}, got {self.stream!r}")
         if self.pretrain.epochs < 1:
             raise ValueError(f"Experiment: pretrain.epochs must be >= 1 (a run trains), got {self.pretrain.epochs}")
         unknown = [t for t in self.supervised_tasks if t not in self.data.tasks]

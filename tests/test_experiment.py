@@ -206,6 +206,7 @@ VALUES = {
     "pretrain.contrast.method": "hsmb", "pretrain.contrast.streams": None, "pretrain.contrast.bank_mode": None,
     "pretrain.contrast.cross_coordinate": None, "pretrain.contrast.ambiguity_speed": "down",
     "pretrain.contrast.ambiguity_enqueue": 3, "pretrain.contrast.phi_mode": "wrapped",
+    "pretrain.contrast.ambiguity_own": "masked",
     "pretrain.contrast.views": "crop", "pretrain.contrast.projection_hidden_dim": 12, "pretrain.options": None,
     "pretrain.fast": None, "pretrain.health": None, "pretrain.fast.compile_mode": "reduce-overhead",
     "pretrain.fast.cuda_graphs": False,

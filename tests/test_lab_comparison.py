@@ -87,7 +87,7 @@ def test_the_differences_table_gives_both_intervals_and_can_disagree():
     assert boot_cell.startswith("+3.3 [+0.0, ") and boot_cell.endswith("not separable")  # one clip of 10: +10 / 3
     assert cells(table, z, HANDCRAFTED)[1].endswith("A > B")  # right on every window vs wrong on 10 of 30 clips
     # pairs whose rows are absent (k-NN, raw linear): a dash in both columns
-    assert sum(row.endswith("| - | - |") for row in table.splitlines()) == 2
+    assert sum(row.endswith("| - | - |") for row in table.splitlines()) == 3  # + STEP's row, absent here
 
 
 def test_a_results_file_without_predictions_still_has_its_t_interval():

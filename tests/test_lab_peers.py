@@ -198,3 +198,16 @@ def test_the_difference_table_bootstraps_clips_where_cells_kept_their_prediction
     for c in loaded:
         del c["predictions"], c["windows"]
     assert "(clips)" not in difference_table(loaded, ("emotion4",), "balanced")
+
+
+def test_stream_each_probes_every_stream_and_their_concatenation(tmp_path):
+    exp = load("peers", [*TINY, f"out={tmp_path / 'results'}", f"runs={tmp_path / 'runs'}", "stream=each",
+                         'protocols=["knn"]', "supervised_tasks=[]"])
+    exp = Experiment.from_dict({**exp.to_dict(), "variants": {"c3l": {"pretrain": {"contrast": {"method": "c3l"}}}}})
+    cell = peers.run_grid_cell(exp, "c3l", 0)
+    assert set(cell["rows"]) == {"c3l", "c3l (spherical)", "c3l (both)"}  # the first stream keeps the method's name
+    assert cell["stream"] == "cartesian" and cell["key"]["stream"] == "each"
+    assert set(cell["predictions"]) == set(cell["rows"])
+    assert "stream" not in cell_key(tiny_grid(tmp_path), "geclr")  # other reads keep their keys
+    with pytest.raises(ValueError, match="stream must be one of"):
+        load("peers", ["stream=all"])

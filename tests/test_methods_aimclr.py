@@ -212,3 +212,40 @@ def test_pretrain_with_health_mines_from_its_epoch_and_resumes_exactly(tmp_path)
             == [{k: v for k, v in m.items() if k not in drop} for m in history])
     for (name, a), (_, b) in zip(full.model.state_dict().items(), resumed.model.state_dict().items()):
         assert torch.equal(a, b), name
+
+
+def test_the_extreme_rotation_turns_as_the_code():
+    """AimCLR's random_rotate: per axis R (its code's matrices), then R = R.T, then seq @ R, x then y then z."""
+    import math
+    import numpy as np
+
+    from cagelib.methods.aimclr import rotation_matrix
+
+    def code_matrix(axis, a):
+        c, s = math.cos(a), math.sin(a)
+        r = {0: [[1, 0, 0], [0, c, s], [0, -s, c]], 1: [[c, 0, -s], [0, 1, 0], [s, 0, c]],
+             2: [[c, s, 0], [-s, c, 0], [0, 0, 1]]}[axis]
+        return np.array(r).T
+
+    angles = torch.tensor([[0.4, 0.1, -0.3], [0.02, 0.5, 0.2]], dtype=torch.float64)
+    seq = np.random.default_rng(0).normal(size=(5, 3))
+    for n in range(2):
+        expected = seq
+        for axis in range(3):
+            expected = expected @ code_matrix(axis, float(angles[n, axis]))
+        ours = torch.from_numpy(seq) @ rotation_matrix(angles, as_code=True)[n]
+        assert np.allclose(ours.numpy(), expected, atol=1e-12)
+        other = torch.from_numpy(seq) @ rotation_matrix(angles, as_code=False)[n]
+        assert not np.allclose(other.numpy(), expected, atol=1e-3)  # cagelib's first version turned x, z the other way
+    assert AimCLRConfig().time_flip_p == 0.0 and AimCLRConfig().rotate_as_code
+
+
+def test_a_run_saved_before_the_rotation_fix_keeps_its_rotation():
+    from cagelib.pretrain.config import PretrainConfig
+
+    saved = PretrainConfig.paper("aimclr").to_dict()
+    saved["schema"] = 2
+    saved["options"] = {k: v for k, v in saved["options"].items() if k != "rotate_as_code"} | {"time_flip_p": 0.5}
+    loaded = PretrainConfig.load(saved)
+    assert loaded.options.rotate_as_code is False and loaded.options.time_flip_p == 0.5
+    assert PretrainConfig.load(PretrainConfig.paper("aimclr").to_dict()).options.rotate_as_code is True

@@ -53,6 +53,11 @@ class Comparison:
     def to_dict(self) -> dict:
         return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(self).items()}
 
+    def cell(self, verdict: bool = True) -> str:
+        """A table cell: ``"+5.0 [+1.2, +8.8] A > B"`` (without the verdict: ``"+5.0 [+1.2, +8.8]"``)."""
+        text = f"{self.difference:+.1f} [{self.low:+.1f}, {self.high:+.1f}]"
+        return f"{text} {self.verdict}" if verdict else text
+
     def sentence(self, unit: str = " points") -> str:
         """``"a - b = +5.0 points [1.2, 8.8] (n = 5, p = 0.02): A > B"``, the verdict in words."""
         words = {"A > B": f"{self.a} > {self.b}", "B > A": f"{self.b} > {self.a}", "not separable": "not separable"}

@@ -87,6 +87,22 @@ class StreamEncoder(nn.Module):
         return clone.train(self.training)
 
 
+class ConcatenatedStreams(nn.Module):
+    """Every stream of a pretraining method, each on its own input (:class:`StreamEncoder`), features
+    concatenated: ``(N, T, V, 3) -> (N, F_1 + F_2 + ...)`` (a grid cell's "both" row: C3L's and CAGE's two
+    streams read together)."""
+
+    def __init__(self, method: nn.Module):
+        super().__init__()
+        self.streams = nn.ModuleList(StreamEncoder(method, s) for s in method.encoders())
+        self.stream = "+".join(s.stream for s in self.streams)
+        if all(hasattr(s, "out_dim") for s in self.streams):
+            self.out_dim = sum(s.out_dim for s in self.streams)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([s(x) for s in self.streams], dim=1)  # (N, sum of F)
+
+
 def first_nonfinite_row(t: torch.Tensor) -> int | None:
     """Index of the first ``t[i]`` holding NaN or inf, None when all is finite."""
     if t.numel() == 0 or not t.is_floating_point():

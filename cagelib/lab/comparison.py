@@ -16,6 +16,8 @@ supervised                  the same architecture trained from scratch with labe
                             (``Experiment.supervised``, on ``supervised_tasks``): the ceiling
 hand-crafted                62 affective gait features + logistic regression
                             (``cagelib.evaluate.handcrafted``), C chosen on the training side
+STEP features               STEP's 175 per-frame affective values, mean and std over the window,
+                            the same logistic regression (``cagelib.evaluate.step_features``)
 majority class              always the most frequent training class: the floor
 ==========================  ==================================================================
 
@@ -40,7 +42,7 @@ from ..evaluate.compare import compare as paired
 from ..experiment import Experiment
 from ..provenance import provenance
 from .jobs import run_jobs
-from .runner import HANDCRAFTED, METRICS, check_output, output_token, prepare_output, probe_names, run_cell
+from .runner import HANDCRAFTED, METRICS, STEP_ROW, check_output, output_token, prepare_output, probe_names, run_cell
 from .tables import format_mean_std, results_table
 
 
@@ -120,6 +122,7 @@ PAIRED = (  # (A, B): pretrained against its controls, the fair one first
     ("pretrained, k-NN", "random init, k-NN"),
     ("pretrained, linear", "random init, linear"),
     ("pretrained, linear (z)", HANDCRAFTED),
+    ("pretrained, linear (z)", STEP_ROW),
 )
 
 
@@ -165,13 +168,12 @@ def differences_table(report: dict, metric: str = "balanced") -> str:
                 continue
             x, y = ([s["tasks"][task][row][metric] for s in per_seed] for row in (a, b))
             c = paired(x, y)
-            line[t_column] = f"{c.difference:+.1f} [{c.low:+.1f}, {c.high:+.1f}] {c.verdict}"
+            line[t_column] = c.cell()
             if c.verdict == "not separable":  # how many seeds a true difference of this size would need
                 needed = seeds_to_separate(c.difference, float(np.std(np.subtract(x, y), ddof=1)))
                 line[t_column] += f" (~{needed} seeds would separate it)" if needed else ""
             boot = bootstrap_cell(report, task, a, b, metric)
-            line[boot_column] = "-" if boot is None else (f"{boot.difference:+.1f} [{boot.low:+.1f}, "
-                                                          f"{boot.high:+.1f}] {boot.verdict}")
+            line[boot_column] = "-" if boot is None else boot.cell()
         rows.append(line)
     return results_table(rows)
 

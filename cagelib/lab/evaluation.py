@@ -4,7 +4,12 @@
 ``cagelib.evaluate.protocols``) on the Bandai emotion task over repeated clip-grouped folds, beside the same
 encoder at its random initialisation (the fair control, always), and
 writes ``evaluation.json`` into the run folder: per protocol the per-fold results, their aggregate
-(mean and std over folds) and the confusion matrix summed over folds. ``collect_results(root)`` reads
+(mean and std over folds), the confusion matrix summed over folds and the predicted class of every task
+window (``predictions``, one vector per fold repeat), beside the windows' labels and clips (``windows``).
+``fair_differences(evaluation)`` pairs each protocol with its controls on those window predictions: the
+difference of balanced and of clip accuracy with a 95 % interval from a bootstrap over the test clips
+(``cagelib.evaluate.compare.bootstrap_difference``; one run, so not over seeds) and a verdict;
+``differences_table`` prints it. ``collect_results(root)`` reads
 every ``evaluation.json`` under ``root`` into rows; ``summarize_results`` gives mean and std over seeds
 per method (``cagelib.lab.tables``). Tables are built from these files only: never typed by hand.
 
@@ -22,18 +27,21 @@ import numpy as np
 from sklearn.metrics import silhouette_score
 from tqdm.auto import tqdm
 
-from ..atomic import atomic_write_json
+from ..atomic import atomic_write_text, json_text
 from ..data.tasks import emotion_data
 from ..device import resolve_device
 from ..evaluate.features import (INPUT_TRANSFORMS, StreamEncoder, TwoStreamEncoder, extract_features,
                                  make_input_transform)
+from ..evaluate.compare import Comparison, bootstrap_difference
 from ..evaluate.metrics import MAJORITY, aggregate_seeds, majority_result
 from ..evaluate.protocols import evaluate_folds
 from ..experiment import Experiment, load
 from ..pretrain.checkpoint import load_pretrained
 from ..pretrain.config import PretrainConfig, build_model
 from .figures import tsne_embedding
+from .runner import HANDCRAFTED, window_labels, window_predictions
 from .runs import list_runs, load_run
+from .tables import results_table
 from .workbench import EVALUATION_FILE, outputs_dir, resolve_path
 
 RANDOM_INIT = "linear (random init)"  # the fair control: the same encoder before pretraining, same probe
@@ -58,6 +66,9 @@ def run_encoder(run_dir: str | os.PathLike, stream: str = "auto", random_init: b
     else:
         model = load_pretrained(run_dir)
     streams = tuple(model.encoders())  # CAGE: config.streams; a peer: its own stream names
+    if stream == "each":
+        raise ValueError("stream='each' is a grid cell's read (every stream and their concatenation); "
+                         "evaluate a run with auto, cartesian, spherical or both")
     if stream == "auto":
         stream = "cartesian" if "cartesian" in streams else streams[0]
     if stream == "both":
@@ -87,7 +98,9 @@ def evaluate_run(run_dir: str | os.PathLike, exp: Experiment | None = None, prog
     """Evaluate a run on its first task over ``folds x repeats`` clip-grouped folds (seeded with the first of
     ``exp.seeds``) with ``exp``'s protocols and recipes (default: the run's own experiment, else the
     ``notebook`` preset); write and return ``evaluation.json`` (per protocol: ``aggregate`` over folds, summed
-    ``confusion``, per-fold ``folds``)."""
+    ``confusion``, per-fold ``folds``, and ``predictions``: the predicted class of each task window, one
+    ``(n,)`` list per fold repeat; ``windows``: the ``(n,)`` labels and clip ids of the task's windows, what
+    ``fair_differences`` pairs them on). Lists of scalars are written on one line (``json_text``)."""
     run = load_run(run_dir)
     exp = exp or run.experiment or load("notebook")
     seed = exp.seeds[0]
@@ -104,23 +117,71 @@ def evaluate_run(run_dir: str | os.PathLike, exp: Experiment | None = None, prog
         per_fold = evaluate_folds(encoders[name == RANDOM_INIT], data, folds, protocol,
                                   exp.eval_config(protocol, seed, transform), fraction,
                                   on_fold=bar.update if bar is not None else None)
-        results[name] = _entry(per_fold, fraction)
+        results[name] = _entry(per_fold, folds, len(data.y), fraction)
     if bar is not None:
         bar.close()
-    results[MAJORITY] = _entry([majority_result(data.y[tr], data.y[te], data.label_names) for tr, te in folds])
+    results[MAJORITY] = _entry([majority_result(data.y[tr], data.y[te], data.label_names) for tr, te in folds],
+                               folds, len(data.y))
     evaluation = {"run": str(run.path), "method": run.method, "seed": run.seed, "stream": stream,
                   "pretrain_epochs": len(run.history), "settings": evaluation_settings(exp),
                   "task": data.summary(), "n_folds": len(folds), "seconds": time.time() - started,
-                  "results": results}
-    atomic_write_json(run.path / EVALUATION_FILE, evaluation)
+                  "windows": window_labels(data), "results": results}
+    atomic_write_text(run.path / EVALUATION_FILE, json_text(evaluation))
     return evaluation
 
-def _entry(per_fold: list, label_fraction: float = 1.0) -> dict:
-    """One protocol's record: aggregate over folds, summed confusion matrix, per-fold results."""
+def _entry(per_fold: list, folds, n_windows: int, label_fraction: float = 1.0) -> dict:
+    """One protocol's record: aggregate over folds, summed confusion matrix, per-fold results, and the
+    predicted class of each of the task's ``n_windows`` windows per fold repeat (``runner.window_predictions``;
+    ``per_fold[i]`` is the result of ``folds[i]``)."""
     return {"protocol": per_fold[0].protocol, "label_fraction": label_fraction,
             "aggregate": aggregate_seeds(per_fold),
             "confusion": np.sum([r.confusion for r in per_fold], axis=0).tolist(),
-            "folds": [r.to_dict() for r in per_fold]}
+            "folds": [r.to_dict() for r in per_fold],
+            "predictions": window_predictions(per_fold, folds, n_windows)}
+
+
+DIFFERENCE_COLUMNS = (("balanced", "balanced"), ("clip_top1", "clip"))  # (bootstrap metric, column label)
+
+
+def fair_differences(evaluation: dict, resamples: int = 2000) -> list[dict]:
+    """Every protocol of ``evaluation`` (an ``evaluation.json``) against its controls: the same encoder at
+    random init with the same linear probe (``RANDOM_INIT``), and the hand-crafted features (``HANDCRAFTED``)
+    where the evaluation holds that row (``evaluate_run`` does not add one). The majority floor and the
+    controls themselves are not rows.
+
+    Returns one dict per (protocol, control): ``{"A": protocol, "B": control, "balanced": Comparison | None,
+    "clip_top1": Comparison | None}``: the paired difference A - B of balanced accuracy and of clip accuracy
+    (in points) over all task windows, pooled over the folds, with the 95 % clip bootstrap of
+    ``bootstrap_difference`` (``resamples`` replicates, seeded 0) on the window predictions of the one run
+    (``per_seed = [the (repeats, n) predictions]``: the interval is over the test clips, not over seeds).
+    None where A or B has no predictions (an ``evaluation.json`` written before they were kept)."""
+    results, windows = evaluation["results"], evaluation.get("windows")
+    controls = [c for c in (RANDOM_INIT, HANDCRAFTED) if c in results]
+    rows = []
+    for name in results:
+        if name in controls or name == MAJORITY:
+            continue
+        for control in controls:
+            row: dict = {"A": name, "B": control}
+            kept = [results[r].get("predictions") for r in (name, control)]
+            for metric, _ in DIFFERENCE_COLUMNS:
+                row[metric] = None if windows is None or any(k is None for k in kept) else bootstrap_difference(
+                    [kept[0]], [kept[1]], windows["labels"], windows["clips"], metric, resamples, seed=0,
+                    names=(name, control))
+            rows.append(row)
+    return rows
+
+
+def differences_table(rows: list[dict]) -> str:
+    """Markdown of ``fair_differences`` rows: A, B, and per metric "difference [95 % interval] verdict" in
+    points (``Comparison.verdict``: "A > B", "B > A", or "not separable" when the interval contains 0);
+    "-" where the evaluation kept no predictions."""
+    def shown(c: Comparison | None) -> str:
+        return "-" if c is None else c.cell()
+
+    return results_table([{"A": r["A"], "B": r["B"],
+                           **{f"{label} A - B, points [95 % interval over clips]": shown(r[metric])
+                              for metric, label in DIFFERENCE_COLUMNS}} for r in rows])
 
 def collect_results(root: str | os.PathLike | None = "") -> list[dict]:
     """One row per evaluated run under ``root``: run, method, seed, pretraining epochs, and per protocol

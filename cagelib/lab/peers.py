@@ -37,8 +37,9 @@ from ..evaluate.compare import bootstrap_difference, compare
 from ..evaluate.protocols import EvalConfig
 from ..experiment import Experiment
 from ..pretrain.config import PretrainConfig
+from ..provenance import device_info
 from .jobs import run_jobs
-from .runner import run_cell
+from .runner import REFERENCE_ROWS, run_cell
 from .tables import format_mean_std, results_table
 from .workbench import repo_root
 
@@ -54,8 +55,12 @@ def cell_key(exp: Experiment, name: str) -> dict:
     key = {"tasks": list(cell.data.tasks), "folds": cell.folds, "data": asdict(cell.data),
            "linear": asdict(cell.linear), "finetune": asdict(cell.finetune),
            "pretrain": _kept(cell.pretrain_config(0, "").to_dict())}
+    if cell.stream == "each" and name not in REFERENCE_CELLS:  # more rows (keys of other reads stay as before)
+        key["stream"] = cell.stream
     if name == SUPERVISED:
         key["supervised"] = asdict(cell.supervised)
+    if name == CONTROLS:  # a controls cell written before a reference row was added runs again
+        key["references"] = list(REFERENCE_ROWS)
     return json.loads(json.dumps(key))
 
 
@@ -99,12 +104,15 @@ def run_grid_cell(exp: Experiment, name: str, seed: int) -> dict:
         result = run_cell(exp.cell(name), seed, "method", run_dir=lambda group: Path(exp.runs or exp.out) /
                           f"{name}-s{seed}")
         (group,) = result["pretrain_seconds"]  # the peer grid's tasks share one corpus
-        renamed = {"pretrained": name, "random init": f"random init ({result['encoder']}, {name}'s)"}
+        renamed = {"pretrained": name, "random init": f"random init ({result['encoder']}, {name}'s)",
+                   **{row: f"{name} {row[len('pretrained '):]}" for row in result["rows"]
+                      if row.startswith("pretrained (")}}  # stream="each": "cage (spherical)", "cage (both)"
         cell = {"method": name, "seed": seed, "key": cell_key(exp, name),
                 "rows": {renamed[row]: v for row, v in result["rows"].items()}, "torch": result["torch"],
                 "pretrain_seconds": result["pretrain_seconds"][group], "steps": result["steps"][group],
                 "health": result["health"][group], "stream": result["stream"], "encoder": result["encoder"]}
     cell["predictions"] = {renamed.get(row, row): v for row, v in result["predictions"].items()}  # bootstrap
+    cell["device"] = device_info()  # the CPU and kernels the cell ran on (not in its key)
     cell["windows"] = result["windows"]
     cell["seconds"] = time.time() - started
     return cell
@@ -174,7 +182,7 @@ def _stat(values, scale: float = 1.0, precision: int = 1) -> str:
                            precision=precision)
 
 
-def accuracy_table(loaded: list[dict], tasks, metric: str) -> str:
+def accuracy_table(loaded: list[dict], tasks, metric: str, probes=PROBES) -> str:
     """A row per method then per control, columns task x probe: ``metric`` in %, mean +- std over seeds."""
     by_row: dict[str, list[dict]] = {}
     methods_first = sorted(loaded, key=lambda cell: cell["method"] in REFERENCE_CELLS)  # stable: the grid's order
@@ -185,7 +193,7 @@ def accuracy_table(loaded: list[dict], tasks, metric: str) -> str:
     for row, seeds in by_row.items():
         line = {"method": row, "seeds": len(seeds)}
         for task in tasks:
-            for probe in PROBES:
+            for probe in probes:
                 line[f"{task} {probe}"] = _stat([s[task][probe][metric] for s in seeds if probe in s.get(task, {})])
         lines.append(line)
     return results_table(lines)
@@ -195,56 +203,73 @@ FAIR_CONTROLS = {"mamp": "random init (MotionEncoder, mamp's)"}  # else the A-GC
 COMPARED_PROBES = ("linear (z)", "k-NN")  # the fair probes (standardised features, no training)
 
 
-def difference_table(loaded: list[dict], tasks, metric: str) -> str:
-    """Per method and task: the paired difference over seeds of ``metric`` against the same encoder at random
-    init (its fair control) and against GE-CLR (the paper's baseline), on the fair probes, with two 95 %
-    intervals (``cagelib.evaluate.compare``): over the seeds' fold means (Student's t), and, where the cells
-    kept their window predictions, a bootstrap over seeds and test clips. Seeds are paired by their number."""
-    values: dict[str, dict[int, dict]] = {}  # row -> seed -> per-task probe results
-    kept: dict[str, dict[int, dict]] = {}  # row -> seed -> per-task probe -> window predictions
-    windows: dict[int, dict] = {}  # seed -> task -> labels, clips
+def default_pairs(loaded: list[dict]) -> list[tuple[str, str]]:
+    """The peer table's comparisons: every method against its fair control (the same encoder at random init)
+    and against GE-CLR (the paper's baseline)."""
+    rows = {row for cell in loaded for row in cell["rows"]}
+    methods = dict.fromkeys(c["method"] for c in loaded if c["method"] not in REFERENCE_CELLS)
+    return [(m, other) for m in methods for other in (FAIR_CONTROLS.get(m, "random init (A-GCN)"), "geclr")
+            if other != m and other in rows]
+
+
+def difference_table(loaded: list[dict], tasks, metric: str, pairs=None, probes=COMPARED_PROBES) -> str:
+    """Per pair of rows ``(A, B)`` (default :func:`default_pairs`) and task: the paired difference over seeds
+    of ``metric`` on the fair ``probes``, with two 95 % intervals (:func:`pair_comparisons`)."""
+    rows = seed_rows(loaded)
+    with_clips = any("predictions" in c for c in loaded)  # cells written before predictions were kept: t only
+    lines = []
+    for a, b in default_pairs(loaded) if pairs is None else pairs:
+        if a not in rows[0] or b not in rows[0]:
+            continue
+        line = {"A": a, "B": b}
+        for task in tasks:
+            for probe in probes:
+                over_seeds, over_clips = pair_comparisons(rows, a, b, task, probe, metric)
+                line[f"{task} {probe}"] = _interval(over_seeds)
+                if with_clips:
+                    line[f"{task} {probe} (clips)"] = _interval(over_clips)
+        lines.append(line)
+    return results_table(lines)
+
+
+def _interval(c) -> str:
+    return "-" if c is None else c.cell()
+
+
+def seed_rows(loaded: list[dict]) -> tuple[dict, dict, dict]:
+    """``(values, kept, windows)`` of loaded cells: row -> seed -> task -> probe -> fold means; row -> seed ->
+    task -> probe -> window predictions; seed -> task -> {"labels", "clips"}."""
+    values: dict[str, dict[int, dict]] = {}
+    kept: dict[str, dict[int, dict]] = {}
+    windows: dict[int, dict] = {}
     for cell in loaded:
         for row, per_task in cell["rows"].items():
             values.setdefault(row, {})[cell["seed"]] = per_task
         for row, per_task in cell.get("predictions", {}).items():
             kept.setdefault(row, {})[cell["seed"]] = per_task
         windows.update({cell["seed"]: cell["windows"]} if "windows" in cell else {})
-    methods = [c["method"] for c in loaded if c["method"] not in REFERENCE_CELLS]
-    with_clips = any("predictions" in c for c in loaded)  # cells written before predictions were kept: t only
-    lines = []
-    for method in dict.fromkeys(methods):
-        for other in (FAIR_CONTROLS.get(method, "random init (A-GCN)"), "geclr"):
-            if other == method or other not in values:
-                continue
-            line = {"A": method, "B": other}
-            for task in tasks:
-                for probe in COMPARED_PROBES:
-                    seeds = sorted(s for s in set(values[method]) & set(values[other])
-                                   if probe in values[method][s].get(task, {}))
-                    pairs = [(values[method][s][task][probe][metric], values[other][s][task][probe][metric])
-                             for s in seeds]
-                    if len(pairs) < 2:
-                        line[f"{task} {probe}"] = "-"
-                        continue
-                    c = compare([a for a, _ in pairs], [b for _, b in pairs])
-                    line[f"{task} {probe}"] = f"{c.difference:+.1f} [{c.low:+.1f}, {c.high:+.1f}] {c.verdict}"
-                    if with_clips:
-                        boot = _bootstrap(kept, windows, method, other, task, probe, seeds, metric)
-                        line[f"{task} {probe} (clips)"] = boot or "-"
-            lines.append(line)
-    return results_table(lines)
+    return values, kept, windows
 
 
-def _bootstrap(kept, windows, a: str, b: str, task: str, probe: str, seeds, metric: str) -> str | None:
-    """The clip-and-seed bootstrap cell of rows ``a`` and ``b`` (None: a seed without kept predictions)."""
+def pair_comparisons(rows, a: str, b: str, task: str, probe: str, metric: str):
+    """``(over seeds, over seeds and clips)``: the paired difference A - B of ``metric`` on the seeds both
+    rows have (``rows`` from :func:`seed_rows`), with Student's t interval over the seeds' fold means
+    (``cagelib.evaluate.compare``) and the clip-and-seed bootstrap of the kept window predictions
+    (``bootstrap_difference``); None where fewer than 2 seeds, or a seed without predictions."""
+    values, kept, windows = rows
+    seeds = sorted(s for s in set(values.get(a, {})) & set(values.get(b, {}))
+                   if probe in values[a][s].get(task, {}) and probe in values[b][s].get(task, {}))
+    if len(seeds) < 2:
+        return None, None
+    over_seeds = compare([values[a][s][task][probe][metric] for s in seeds],
+                         [values[b][s][task][probe][metric] for s in seeds], names=(a, b))
     try:
         pa = [kept[a][s][task][probe] for s in seeds]
         pb = [kept[b][s][task][probe] for s in seeds]
         labels, clips = windows[seeds[0]][task]["labels"], windows[seeds[0]][task]["clips"]
     except KeyError:
-        return None
-    c = bootstrap_difference(pa, pb, labels, clips, metric, seed=0, names=(a, b))
-    return f"{c.difference:+.1f} [{c.low:+.1f}, {c.high:+.1f}] {c.verdict}"
+        return over_seeds, None
+    return over_seeds, bootstrap_difference(pa, pb, labels, clips, metric, seed=0, names=(a, b))
 
 
 def cost_table(loaded: list[dict]) -> str:

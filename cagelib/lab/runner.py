@@ -32,13 +32,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 from ..atomic import atomic_write_text
 from ..data.tasks import embedded_set, gait_task, task_family
-from ..evaluate.features import StreamEncoder, extract_features
+from ..evaluate.features import ConcatenatedStreams, StreamEncoder, extract_features
 from ..evaluate.handcrafted import gait_features, handcrafted_probe
 from ..evaluate.metrics import majority_result, prediction_result
 from ..evaluate.protocols import evaluate_folds
+from ..evaluate.step_features import step_features
 from ..evaluate.supervised import supervised_reference
 from ..experiment import Experiment
 from ..methods.encoders import AGCN
@@ -47,6 +49,8 @@ from ..pretrain.loop import pretrain
 
 METRICS = (("top1", "top-1"), ("balanced", "balanced"), ("clip_top1", "clip"))
 HANDCRAFTED, MAJORITY, SUPERVISED_ROW = "hand-crafted, logistic regression", "majority class", "supervised (from scratch)"
+STEP_ROW = "STEP features, logistic regression"  # STEP's 175 per-frame values, mean and std (evaluate.step_features)
+REFERENCE_ROWS = (HANDCRAFTED, STEP_ROW, MAJORITY)  # what a controls cell holds (its key names them)
 PARTS = ("all", "method", "controls", "supervised")  # run_cell's part
 
 
@@ -143,15 +147,17 @@ def reference_rows(exp: Experiment, task, folds, seed: int, model_config, superv
 
 
 def reference_results(exp: Experiment, task, folds, seed: int, model_config, supervised: bool) -> dict:
-    """Row -> the ``EvalResult`` of each fold of the hand-crafted features, the majority class and
+    """Row -> the ``EvalResult`` of each fold of the hand-crafted features (the package's 62 and STEP's 175 per
+    frame, each with a logistic regression), the majority class and
     (``supervised``) the supervised reference, over ``folds``."""
-    rows = {HANDCRAFTED: [], MAJORITY: []}
-    features = gait_features(task.x_first_frame, task.fps, task.lengths)  # (n, 62), first-frame windows
+    rows = {HANDCRAFTED: [], STEP_ROW: [], MAJORITY: []}
+    features = {HANDCRAFTED: gait_features(task.x_first_frame, task.fps, task.lengths),  # (n, 62)
+                STEP_ROW: step_features(task.x_first_frame, task.lengths)}  # (n, 350)
     for train, test in folds:
-        predicted = handcrafted_probe(features[train], task.y[train], features[test], seed=seed,
-                                      train_groups=task.groups[train])
-        rows[HANDCRAFTED].append(prediction_result("handcrafted", task.y[test], predicted, task.label_names,
-                                                   task.groups[test]))
+        for row, f in features.items():
+            predicted = handcrafted_probe(f[train], task.y[train], f[test], seed=seed, train_groups=task.groups[train])
+            rows[row].append(prediction_result("handcrafted", task.y[test], predicted, task.label_names,
+                                               task.groups[test]))
         rows[MAJORITY].append(majority_result(task.y[train], task.y[test], task.label_names, task.groups[test]))
     if supervised:
         rows[SUPERVISED_ROW] = supervised_rows(exp, task, folds, seed, model_config)
@@ -161,7 +167,8 @@ def reference_results(exp: Experiment, task, folds, seed: int, model_config, sup
 def run_cell(exp: Experiment, seed: int, part: str = "all", run_dir=None, token: str | None = None) -> dict:
     """One seed of ``exp`` (module docstring). ``part``: "all" (pretrained and random-init rows of every
     stream, and the reference rows: the demo), "method" (the first stream only, with a random-init row only
-    when its encoder is not the A-GCN: a peer-grid cell), "controls" (the A-GCN at random init and the
+    when its encoder is not the A-GCN: a peer-grid cell; with ``exp.stream == "each"`` also the method's other
+    streams and all its streams concatenated, rows "pretrained (<stream>)" and "pretrained (both)"), "controls" (the A-GCN at random init and the
     reference rows but the supervised one), "supervised" (the supervised reference alone). ``run_dir(group)``:
     the run folder of a corpus group (default ``exp.run_folder("seed<s>", "pretrain_<tasks>")``); an
     interrupted run there is started again. ``token``: the output folder's run token, checked first. Besides
@@ -170,6 +177,7 @@ def run_cell(exp: Experiment, seed: int, part: str = "all", run_dir=None, token:
     if part not in PARTS:
         raise ValueError(f"run_cell: part must be one of {PARTS}, got {part!r}")
     torch.set_num_threads(1)
+    threadpool_limits(1)  # and one BLAS thread: the probes' scikit-learn fits, beside other cells on the cores
     started, gs = time.time(), embedded_set()
     cell = {"rows": {}, "health": {}, "pretrain_seconds": {}, "steps": {}, "torch": torch.__version__,
             "predictions": {}, "windows": {}}
@@ -200,6 +208,11 @@ def run_cell(exp: Experiment, seed: int, part: str = "all", run_dir=None, token:
                     own = (exp.protocols if part == "all" else tuple(p for p in exp.protocols if p != "finetune"))
                     rows["random init" + suffix] = {t: probe_results(initial, built[t], folds[t], exp, seed, own)
                                                     for t in group}
+            if part == "method" and exp.stream == "each" and len(streams) > 1:  # every stream, and all of them
+                for stream, encoder in [(s, StreamEncoder(result.model, s)) for s in streams[1:]] + [
+                        ("both", ConcatenatedStreams(result.model))]:
+                    rows[f"pretrained ({stream})"] = {t: probe_results(encoder, built[t], folds[t], exp, seed)
+                                                      for t in group}
         if part == "controls":
             initial = StreamEncoder(random_init)  # the A-GCN at the seed's initialisation
             rows["random init"] = {t: probe_results(initial, built[t], folds[t], exp, seed) for t in group}

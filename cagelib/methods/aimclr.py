@@ -48,12 +48,12 @@ as a KL divergence (code: the cross-entropy, which has the same gradient and exc
 entropy); mining applies in every step with a tensor flag (``set_epoch``; no branch, no host sync), the mined
 loss equals InfoNCE while mining is off (``mining_epoch`` is 0-based: 150 mines from the 151st epoch on, as the
 code's 1-based ``epoch <= mining_epoch`` test); the extreme view's features come from one encoder pass with and
-without EADM (as the code) and go through the head in one batch. Two more, found by comparing with the code
-on identical tensors and not yet measured (kept as they are, so the peer grid's cells still reproduce): the
-extreme view's rotation turns the opposite way about x and z (``_Rotate3`` with ``body_augment._axis_rotation``;
-the code applies the transpose, ``R = R.T``; with one-sided angles U(0, 30) degrees the direction matters), and
-the temporal flip is on (``time_flip_p = 0.5``) where the public feeder's default leaves it out (set
-``time_flip_p=0`` for the code's default).
+without EADM (as the code) and go through the head in one batch. Two differences found by comparing with the
+code on identical tensors are now as the code by default (``docs/decisions.md``, "AimCLR as its code"): the
+extreme view's rotation turns about x and z as the code's ``R = R.T`` (``rotate_as_code=True``; False keeps the
+opposite turning of cagelib's first version), and the temporal flip is off (``time_flip_p=0``: the feeder's
+default since 2022-03-31, ``aug_method="12345"``; its first release flipped with p = 0.5 after the rotation, the
+order kept here when the flip is on).
 """
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ from .losses import MemoryBank, info_nce_logits, momentum_update, positive_accur
 from .registry import register
 
 __all__ = ["AimCLRConfig", "AimCLR", "ExtremeAugment", "energy_attention", "attention_drop", "mine_neighbours",
-           "d3m_divergence", "spatial_flip", "PAPER", "adapt"]
+           "d3m_divergence", "spatial_flip", "rotation_matrix", "PAPER", "adapt"]
 
 
 
@@ -89,8 +89,10 @@ class AimCLRConfig:
     flip_mirror: bool = False  # extreme: also negate the lateral axis, a true mirror (code: False, joints swapped only)
     rotate_degrees: float = 30.0  # extreme: one random main axis rotated by U(0, 30) degrees (code: 30)
     rotate_minor_degrees: float = 1.0  # extreme: the two other axes by U(0, 1) degrees (code: 1)
-    time_flip_p: float = 0.5  # extreme: probability of reversing the valid frames (code: 0.5 when enabled; its
-    #                           feeder's default leaves the flip out: 0)
+    rotate_as_code: bool = True  # extreme: turn about x and z as the code (R.T); False: the other way (cagelib
+    #                              before the comparison with the code)
+    time_flip_p: float = 0.0  # extreme: probability of reversing the valid frames (code: off in its feeder's
+    #                           default since 2022-03-31, aug_method "12345"; 0.5 in its first release)
     noise_p: float = 0.5  # extreme: probability of Gaussian noise (code: 0.5)
     noise_std: float = 0.01  # extreme: its standard deviation, in the data's units (code: 0.01 on metres)
     blur_p: float = 0.5  # extreme: probability of the Gaussian blur over time (code: 0.5)
@@ -152,6 +154,7 @@ class _Rotate3:
 
     major: float
     minor: float
+    as_code: bool = True
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         n = x.shape[0]
@@ -160,8 +163,16 @@ class _Rotate3:
         axes = torch.arange(3, device=x.device)
         degrees = u * torch.where(axes[None, :] == main[:, None], self.major, self.minor)  # (N, 3)
         angles = torch.deg2rad(degrees)
-        matrix = _axis_rotation(angles[:, 0], 0) @ _axis_rotation(angles[:, 1], 1) @ _axis_rotation(angles[:, 2], 2)
-        return torch.einsum("ntvc,ncd->ntvd", x, matrix)  # (N, T, V, 3)
+        return torch.einsum("ntvc,ncd->ntvd", x, rotation_matrix(angles, self.as_code))  # (N, T, V, 3)
+
+
+def rotation_matrix(angles: torch.Tensor, as_code: bool = True) -> torch.Tensor:
+    """``(N, 3, 3)`` row-vector rotation by ``angles (N, 3)`` radians about x, then y, then z. ``as_code``: each
+    axis turned as AimCLR's ``random_rotate`` (its matrix transposed, ``R = R.T``, before ``seq @ R``); about y
+    that is ``body_augment._axis_rotation``, about x and z its inverse."""
+    sign = -1.0 if as_code else 1.0
+    return (_axis_rotation(sign * angles[:, 0], 0) @ _axis_rotation(angles[:, 1], 1)
+            @ _axis_rotation(sign * angles[:, 2], 2))
 
 
 @dataclass
@@ -177,7 +188,7 @@ class ExtremeAugment:
         x = Crop(cfg.padding_ratio)(x, generator)
         x = BodyFrame(Shear(cfg.shear, joint_fraction=1.0), rep)(x, generator)
         x = BodyFrame(lambda y, g: spatial_flip(y, g, cfg.flip_p, cfg.flip_mirror), rep)(x, generator)
-        x = BodyFrame(_Rotate3(cfg.rotate_degrees, cfg.rotate_minor_degrees), rep)(x, generator)
+        x = BodyFrame(_Rotate3(cfg.rotate_degrees, cfg.rotate_minor_degrees, cfg.rotate_as_code), rep)(x, generator)
         length = valid_lengths(x)  # (N,)
         frames = torch.arange(t, device=x.device)[None, :]  # (1, T)
         valid = frames < length[:, None]  # (N, T)

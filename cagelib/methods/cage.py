@@ -58,6 +58,7 @@ __all__ = ["ContrastConfig", "CAGE", "stream_coordinates", "MemoryBank", "info_n
 STREAMS = ("cartesian", "spherical")
 BANK_MODES = ("none", "hybrid", "ambiguity", "cooperation")
 CROSS_MODES = ("cartesian_guides_spherical", "paper_literal", "symmetric", "none")
+AMBIGUITY_OWN = ("negative", "masked", "positive")  # ContrastConfig.ambiguity_own (docs/decisions.md, "Table 1 study")
 # The fields that define a method; a preset fills those left as None.
 PRESETS: dict[str, dict] = {
     "geclr": dict(streams=("cartesian",), bank_mode="none", cross_coordinate="none"),
@@ -96,6 +97,8 @@ class ContrastConfig:
     lambda_cartesian: float = 1.0  # l1 of Eq. 11
     lambda_spherical: float = 1.0  # l2 of Eq. 11
     ambiguity_enqueue: str | int = "all"  # HSMB: ambiguity features enqueued per step: "all" (batch) or a count
+    ambiguity_own: str = "negative"  # a sample's own z~_i: "negative" (Eq. 5 / 7 as read), "masked" (left out),
+    #                                  "positive" (Eq. 7's positive instead of z^; asmb, csmb, cage); AMBIGUITY_OWN
     mask_own_keys: bool = True  # drop stale keys of a sample's own from its negatives (False = plain MoCo)
     phi_mode: str = DEFAULT_PHI_MODE  # azimuth handling of the spherical stream (cagelib.coordinates)
     views: str = DEFAULT_VIEWS  # view transform T (body_augment.VIEWS): "paper" (Crop + Joint Jittering), "crop", "body"
@@ -119,6 +122,10 @@ class ContrastConfig:
         _check_choice("cross_coordinate", self.cross_coordinate, CROSS_MODES)
         _check_choice("ambiguity_speed", self.ambiguity_speed, ("up", "down"))
         _check_choice("phi_mode", self.phi_mode, PHI_MODES)
+        _check_choice("ambiguity_own", self.ambiguity_own, AMBIGUITY_OWN)
+        if self.ambiguity_own == "positive" and self.bank_mode == "hybrid":
+            raise ValueError("ContrastConfig: ambiguity_own='positive' is a reading of Eq. 7 (asmb, csmb, cage); "
+                             "HSMB's ambiguity samples are negatives by Eq. 5: use 'negative' or 'masked'")
         _check_choice("views", self.views, VIEWS)
         if self.cross_coordinate != "none" and len(self.streams) != 2:
             raise ValueError(f"ContrastConfig: cross_coordinate={self.cross_coordinate!r} needs both streams, "
@@ -255,18 +262,41 @@ class CAGE(nn.Module):
         in ``stream``'s coordinates (the features the loss compares; ``cagelib.pretrain.health``)."""
         return self.query_nets[stream](self.stream_input(x, stream))
 
-    def _negatives(self, stream: str, ambiguity: dict, sample_ids) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Negatives ``(K, D)`` and drop-mask ``(N or 1, K)`` of the stream's main loss (Eq. 2, 5-6 or 7)."""
+    def _negatives(self, stream: str, ambiguity: dict, sample_ids,
+                   own: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Negatives ``(K, D)`` and drop-mask ``(N or 1, K)`` of the stream's main loss (Eq. 2, 5-6 or 7).
+        ``own``: ``(N, N_all)`` True where an ambiguity feature is the query's own, None to keep it."""
         cfg = self.config
         if cfg.bank_mode == "ambiguity":  # ASMB: the bank is this batch's z~ only (size N), Eq. 7
-            return ambiguity[stream], None
+            return ambiguity[stream], own
         bank = self.memory_banks[stream]
         mask = bank.negative_mask(sample_ids, mask_own=cfg.mask_own_keys)  # (N or 1, K)
         if cfg.bank_mode != "hybrid":  # a copy: the bank is overwritten in place before backward
             return bank.features.clone(), mask
         z_tilde = ambiguity[stream]  # HSMB: N~ = bank u z~ (Eq. 5)
-        keep = torch.zeros(mask.shape[0], z_tilde.shape[0], dtype=torch.bool, device=mask.device)
-        return torch.cat([bank.features, z_tilde.to(bank.features.dtype)]), torch.cat([mask, keep], dim=1)
+        drop = own if own is not None else torch.zeros(1, z_tilde.shape[0], dtype=torch.bool, device=mask.device)
+        rows = max(mask.shape[0], drop.shape[0])
+        return torch.cat([bank.features, z_tilde.to(bank.features.dtype)]), torch.cat(
+            [mask.expand(rows, -1), drop.expand(rows, -1)], dim=1)  # (N or 1, K + N_all)
+
+    def _own_ambiguity(self, sample_ids, n: int, n_all: int, device) -> torch.Tensor | None:
+        """``(N, N_all)`` bool, True where the gathered ambiguity feature is the query's own (by sample id, or
+        the diagonal on one process without ids); None when ``ambiguity_own`` keeps it a negative."""
+        if self.config.ambiguity_own == "negative":
+            return None
+        if sample_ids is None:
+            if n != n_all:
+                raise ValueError("CAGE: ambiguity_own needs sample_ids when the batch is gathered over processes")
+            return torch.eye(n, dtype=torch.bool, device=device)
+        ids = self.gather(sample_ids).to(device)
+        mine = sample_ids.to(device).unsqueeze(1)  # (N, 1)
+        return (mine == ids.unsqueeze(0)) & (mine >= 0)  # (N, N_all)
+
+    def _positive_logits(self, stream: str, queries, keys, own_tilde, ambiguity, own) -> torch.Tensor:
+        """Logits of L_Positive (Eq. 7) with the sample's own z~_i as ``ambiguity_own`` says: a negative (as
+        written), left out (``masked``), or the positive in place of z^ (``positive``)."""
+        positive = own_tilde[stream] if self.config.ambiguity_own == "positive" else keys[stream]
+        return info_nce_logits(queries[stream], positive, ambiguity[stream], self.config.temperature, own)
 
     def forward(self, x: torch.Tensor, generator: torch.Generator,
                 sample_ids: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -295,17 +325,23 @@ class CAGE(nn.Module):
                 keys[stream], z_tilde = self._momentum_features(stream, view_key, view_ambiguity)
                 if z_tilde is not None:
                     ambiguity[stream] = z_tilde
-        # z~ only ever serve as negatives: use every process's (identity on one process)
+        # z~ serve as negatives (the own one also as a positive, ambiguity_own): every process's
+        own_tilde = ambiguity
         ambiguity = {stream: self.gather(z_tilde) for stream, z_tilde in ambiguity.items()}
+        own = None if not ambiguity else self._own_ambiguity(
+            sample_ids, x.shape[0], next(iter(ambiguity.values())).shape[0], x.device)
 
         out: dict[str, torch.Tensor] = {}
         total, accs, counts = 0.0, [], []
         weights = {"cartesian": cfg.lambda_cartesian, "spherical": cfg.lambda_spherical}
         # each stream's negatives and mask, built once and shared by the main and cross-coordinate losses
-        bank_negatives = {stream: self._negatives(stream, ambiguity, sample_ids) for stream in cfg.streams}
+        bank_negatives = {stream: self._negatives(stream, ambiguity, sample_ids, own) for stream in cfg.streams}
         for stream in cfg.streams:
             negatives, mask = bank_negatives[stream]
-            logits = info_nce_logits(queries[stream], keys[stream], negatives, cfg.temperature, mask)
+            if cfg.bank_mode == "ambiguity":  # Eq. 7 alone
+                logits = self._positive_logits(stream, queries, keys, own_tilde, ambiguity, own)
+            else:
+                logits = info_nce_logits(queries[stream], keys[stream], negatives, cfg.temperature, mask)
             main = contrastive_cross_entropy(logits)  # Eq. 2, 6 or 7
             stream_loss = main
             accs.append(positive_accuracy(logits))
@@ -313,7 +349,8 @@ class CAGE(nn.Module):
             part = "loss_positive" if cfg.bank_mode == "ambiguity" else "loss_base"
             out[part] = out.get(part, 0.0) + main.detach()
             if cfg.bank_mode == "cooperation":  # Eq. 8: L_Base + L_Positive, L_Positive as Eq. 7
-                positive = info_nce(queries[stream], keys[stream], ambiguity[stream], cfg.temperature)
+                positive = contrastive_cross_entropy(
+                    self._positive_logits(stream, queries, keys, own_tilde, ambiguity, own))
                 stream_loss = stream_loss + positive
                 out["loss_positive"] = out.get("loss_positive", 0.0) + positive.detach()
             out[f"loss_{stream}"] = stream_loss.detach()

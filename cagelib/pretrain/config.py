@@ -29,7 +29,7 @@ from ..typed import from_mapping
 from .fast import FastConfig
 from .health import HealthConfig
 
-SCHEMA = 2  # the layout of a saved PretrainConfig (config.json, a checkpoint's "config"); upgrade_config reads older
+SCHEMA = 3  # the layout of a saved PretrainConfig (config.json, a checkpoint's "config"); upgrade_config reads older
 OPTIMIZERS = ("sgd", "adamw")  # PretrainConfig.optimizer
 # Fields that say how a run ran, not what it is: they may differ between a run's config.json and its
 # checkpoint, or between an interrupted run and its resumption (cagelib.pretrain.checkpoint.RESUMABLE_CHANGES).
@@ -130,13 +130,14 @@ def upgrade_config(d: dict, source=None) -> dict:
     Schema 1 (before this entry): runs trained before ``representation`` and ``contrast.views`` existed used
     first-frame windows and the paper's views (Crop + Joint Jittering): missing, they are those; each peer had
     its own field (``mamp``, ``aimclr``, ``crossclr``, ``isc``, ``cage_mamp``): the run's method's becomes
-    ``options``, the others are dropped."""
+    ``options``, the others are dropped. Schema 2 (before AimCLR's extreme rotation turned as its code): a saved
+    AimCLR's options without ``rotate_as_code`` turned the other way (False); its ``time_flip_p`` was saved."""
     if not isinstance(d, dict):
         raise DataFileError(source, None, f"expected an object of PretrainConfig settings, got {type(d).__name__}")
     d = dict(d)
     schema = d.pop("schema", 1)
-    if schema not in (1, SCHEMA):
-        raise DataFileError(source, "schema", f"{schema!r} is not a schema this version reads (1 or {SCHEMA})",
+    if schema not in (1, 2, SCHEMA):
+        raise DataFileError(source, "schema", f"{schema!r} is not a schema this version reads (1 to {SCHEMA})",
                             "load the run with the cagelib version that wrote it")
     if schema == 1:
         d.setdefault("representation", "first_frame")
@@ -146,6 +147,8 @@ def upgrade_config(d: dict, source=None) -> dict:
         name = contrast.get("method", ContrastConfig().method)
         peers = {k: d.pop(k) for k in ("mamp", "aimclr", "crossclr", "isc", "cage_mamp") if k in d}
         d["options"] = peers.get(name)
+    if schema < 3 and isinstance(d.get("options"), dict) and "time_flip_p" in d["options"]:  # AimCLR's options
+        d["options"] = {"rotate_as_code": False, **d["options"]}
     return {**d, "schema": SCHEMA}
 
 
