@@ -44,6 +44,8 @@ from ..evaluate.step_features import step_features
 from ..evaluate.supervised import supervised_reference
 from ..experiment import Experiment
 from ..methods.encoders import AGCN
+from ..errors import CheckpointError
+from ..pretrain import checkpoint
 from ..pretrain.config import build_model
 from ..pretrain.loop import pretrain
 
@@ -170,8 +172,8 @@ def run_cell(exp: Experiment, seed: int, part: str = "all", run_dir=None, token:
     when its encoder is not the A-GCN: a peer-grid cell; with ``exp.stream == "each"`` also the method's other
     streams and all its streams concatenated, rows "pretrained (<stream>)" and "pretrained (both)"), "controls" (the A-GCN at random init and the
     reference rows but the supervised one), "supervised" (the supervised reference alone). ``run_dir(group)``:
-    the run folder of a corpus group (default ``exp.run_folder("seed<s>", "pretrain_<tasks>")``); an
-    interrupted run there is started again. ``token``: the output folder's run token, checked first. Besides
+    the run folder of a corpus group (default ``exp.run_folder("seed<s>", "pretrain_<tasks>")``); a run there
+    with these settings on these data is continued (finished: only the probes run), any other is replaced. ``token``: the output folder's run token, checked first. Besides
     the fold means, the cell holds every row's window predictions and the tasks' labels and clips
     (module docstring)."""
     if part not in PARTS:
@@ -191,11 +193,12 @@ def run_cell(exp: Experiment, seed: int, part: str = "all", run_dir=None, token:
         if part in ("all", "method"):
             check_output(exp.out, token)
             first, key = built[group[0]], "+".join(group)
-            shutil.rmtree(config.run_dir, ignore_errors=True)  # an interrupted run starts again
             t0 = time.time()
-            result = pretrain(config, first.pretrain_x, config.run_dir, health_labels=health_labels(first))
-            cell["pretrain_seconds"][key], cell["health"][key] = time.time() - t0, {
+            result, reused = _pretrain_or_reuse(config, first.pretrain_x, health_labels(first))
+            seconds = sum(h["seconds"] for h in result.history) if reused else time.time() - t0
+            cell["pretrain_seconds"][key], cell["health"][key] = seconds, {
                 "init": result.health_init, "final": result.history[-1]}
+            cell.setdefault("reused", {})[key] = reused
             cell["steps"][key] = config.epochs * (len(first.pretrain_x) // config.batch_size)
             streams = list(result.model.encoders())
             for stream in streams if part == "all" else streams[:1]:
@@ -236,6 +239,23 @@ def run_cell(exp: Experiment, seed: int, part: str = "all", run_dir=None, token:
             cell["windows"][t] = window_labels(built[t])
     cell["seconds"] = time.time() - started
     return cell
+
+
+def _pretrain_or_reuse(config, x, labels) -> tuple:
+    """``(PretrainResult, reused)``: the run in ``config.run_dir`` continued from its checkpoint when it was
+    started with these settings on these data (finished: nothing trains, a cell whose probes changed reads
+    the same encoder again; interrupted: it continues exactly), else the folder replaced by a fresh run.
+    ``reused``: it had finished (its pretraining time is then the sum of its epochs' times)."""
+    run_dir = Path(config.run_dir)
+    if (run_dir / checkpoint.CHECKPOINT).is_file():
+        metrics = run_dir / checkpoint.METRICS
+        finished = metrics.is_file() and len(metrics.read_text().splitlines()) >= config.epochs
+        try:
+            return pretrain(config, x, run_dir, resume=True, health_labels=labels), finished
+        except CheckpointError:
+            pass  # other settings or data: start again
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return pretrain(config, x, run_dir, health_labels=labels), False
 
 
 def probe_names(exp: Experiment) -> tuple[str, ...]:
