@@ -56,7 +56,8 @@ def test_the_presets_are_the_jobs_of_before():
     assert (p.contrast.method, p.epochs, p.milestones, p.contrast.queue_size, p.contrast.momentum) == (
         "geclr", 8, (6,), 512, 0.99)
     assert (demo.data.tasks, demo.data.max_pretrain_windows, demo.seeds, demo.workers, demo.folds) == (
-        ("emotion4", "style15"), 1024, (0, 1, 2), 3, 4)
+        ("emotion4", "style15"), 1024, (0, 1, 2, 3, 4), 3, 4)  # 5 seeds since the evidence issue (was 3)
+    assert load("peers").seeds == (0, 1, 2)  # its cells: 3 seeds, 5 owed
     assert p.fast == FastConfig() and p.model == AGCNConfig.small() and demo.supervised_tasks == ()
     long = load("long")
     assert (long.pretrain.epochs, long.pretrain.milestones, long.supervised.epochs, long.supervised_tasks) == (

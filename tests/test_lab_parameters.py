@@ -144,7 +144,7 @@ def test_in_a_kernel_only_the_injected_names_count():
 
 
 @pytest.mark.parametrize("notebook, change, message", [
-    ("03_pretrain", {"preset": "notbook"}, "parameter 'preset': must be one of demo, long"),
+    ("03_pretrain", {"preset": "notbook"}, "parameter 'preset': must be one of cage_study, demo, long"),
     ("03_pretrain", {"overrides": "pretrain.epochs=3"}, "parameter 'overrides': must be a list of strings"),
     ("04_evaluate", {"overrides": [3]}, "parameter 'overrides': element 0: must be a string, got 3 (int)"),
     ("04_evaluate", {"threads": -1}, "parameter 'threads': must be an integer >= 0, got -1 (int)"),
