@@ -32,9 +32,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from cagelib.evaluate.compare import Comparison, bootstrap_difference  # noqa: E402
+from cagelib.evaluate.compare import Comparison  # noqa: E402
 from cagelib.experiment import Experiment, load  # noqa: E402
-from cagelib.lab.comparison import run_seed  # noqa: E402
+from cagelib.lab.comparison import bootstrap_cell, run_seed  # noqa: E402
 from cagelib.atomic import json_text  # noqa: E402
 from cagelib.lab.runner import prepare_output  # noqa: E402
 from cagelib.lab.tables import format_mean_std, results_table  # noqa: E402
@@ -75,20 +75,9 @@ def run_cell(args) -> str:
 
 def paired_difference(results: list[dict], task: str, a: str, b: str) -> Comparison | None:
     """Rows ``a`` - ``b`` of balanced accuracy on ``task`` over the seeds ``results`` of one cell: the clip-and-seed
-    bootstrap (``bootstrap_difference``: its default replicates, seeded 0; with one seed, over the test clips
-    only) of the kept window predictions (``result["predictions"][task]``: ``labels``, ``clips`` ``(n,)`` and
-    ``rows``: per row ``(repeats, n)``). None when a seed kept no predictions of both rows (a cell written before
-    they were kept).
-    ``comparison.bootstrap_cell`` reads the same layout but wants 2 seeds or more; a grid cell has one."""
-    kept = [r.get("predictions", {}).get(task) for r in results]
-    if any(k is None or a not in k["rows"] or b not in k["rows"] for k in kept):
-        return None
-    labels, clips = kept[0]["labels"], kept[0]["clips"]
-    if any(k["labels"] != labels or k["clips"] != clips for k in kept):
-        raise ValueError(f"learning grid: the seeds' windows of {task!r} differ (labels or clips): the bootstrap "
-                         "pairs the same windows across seeds")
-    return bootstrap_difference([k["rows"][a] for k in kept], [k["rows"][b] for k in kept], labels, clips,
-                                "balanced", seed=0, names=(a, b))
+    bootstrap of the kept window predictions (``comparison.bootstrap_cell``; with one seed, over the test clips
+    only); None when a seed kept no predictions of both rows (a cell written before they were kept)."""
+    return bootstrap_cell({"seeds": dict(enumerate(results))}, task, a, b, "balanced", min_seeds=1)
 
 
 def _cell_row(results: list[dict]) -> dict:

@@ -130,13 +130,15 @@ DIFFERENCES_TITLE = (f"Paired differences A - B, balanced accuracy in points (95
                      f"{T_METHOD} and {BOOTSTRAP_METHOD}):")
 
 
-def bootstrap_cell(report: dict, task: str, a: str, b: str, metric: str = "balanced", resamples: int = 2000):
+def bootstrap_cell(report: dict, task: str, a: str, b: str, metric: str = "balanced", resamples: int = 2000,
+                   min_seeds: int = 2):
     """The clip-and-seed bootstrap ``Comparison`` of rows ``a`` and ``b`` on ``task`` from the seeds' window
-    predictions (``bootstrap_difference``, seeded 0), or None: fewer than 2 seeds, a seed without predictions
-    of both rows (a results.json written before they were kept), or a metric the bootstrap has no form of."""
+    predictions (``bootstrap_difference``, seeded 0), or None: fewer than ``min_seeds`` seeds (with one, the
+    interval is over the test clips only), a seed without predictions of both rows (a results.json written
+    before they were kept), or a metric the bootstrap has no form of."""
     per_seed = list(report["seeds"].values())
     kept = [s.get("predictions", {}).get(task) for s in per_seed]
-    if len(per_seed) < 2 or metric not in BOOTSTRAP_METRICS or any(
+    if len(per_seed) < min_seeds or metric not in BOOTSTRAP_METRICS or any(
             k is None or a not in k["rows"] or b not in k["rows"] for k in kept):
         return None
     labels, clips = kept[0]["labels"], kept[0]["clips"]
